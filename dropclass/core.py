@@ -5,7 +5,7 @@
 # %% ../nbs/05_dropclass.ipynb #45ea0002
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -24,11 +24,15 @@ IMPORTANCES = ("weight", "class")  # S^c = W_c (official), or Eq. 1 over the pix
 INFERENCES = ("drop", "plain")  # predict through the drop branch with nothing dropped (official), or h(A)
 
 
+def _identity(t: Tensor) -> Tensor: return t
+
+
 class DropClassOutput(NamedTuple):
     "What `DropClass` returns in training mode, and what `DropClassLoss` reads."
-    logits: Tensor  # (B, C, H, W) the model's own prediction out(h(A))
-    drop_logits: Tensor  # (B, C, H, W) the drop branch out(h(conv(A'_drop)))
+    logits: Tensor  # (B, C, h1, w1) the model's own logits h(A), at the classifier's resolution
+    drop_logits: Tensor  # (B, C, h1, w1) the drop branch h(conv(A'_drop)), same resolution
     dropped: int | None  # the dropped class z, or None when nothing was dropped
+    upsample: Callable[[Tensor], Tensor] = _identity  # the model's output stage: logits -> its output size, as in eval
 
 
 def compensation(
@@ -38,7 +42,7 @@ def compensation(
     "The compensating layer after Eq. 4: Conv2d(K, K) with bias, BatchNorm2d(K), ReLU."
     if kernel_size < 1 or kernel_size % 2 == 0: raise ValueError(f"compensation_kernel must be a positive odd size, got {kernel_size}")
     return nn.Sequential(nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True),
-                         nn.BatchNorm2d(channels), nn.ReLU())
+                         nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 # %% ../nbs/05_dropclass.ipynb #45ea0007
 def _choice(name, value, allowed):
@@ -139,8 +143,8 @@ def branches(
     if self.importance == "class" and self.training and labels is None:
         raise ValueError("importance='class' averages Eq. 1 over the pixels of each class, so it needs the labels: call model(x, labels)")
     A = self.features(x)  # (B, K, h1, w1)
-    out = lambda logits: self.adapter.output(self.model, logits, x)
-    return DropClassOutput(out(self.classifier(A)), out(self._drop_logits(A, z, x, labels)), z)
+    upsample = lambda logits: self.adapter.output(self.model, logits, x)
+    return DropClassOutput(self.classifier(A), self._drop_logits(A, z, x, labels), z, upsample)
 
 
 def forward(

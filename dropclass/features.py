@@ -12,7 +12,7 @@ from torch import Tensor
 from .importance import conv1x1_importance
 
 # %% auto #0
-__all__ = ['AVERAGES', 'class_features', 'sample_drop', 'keep_mask', 'drop_average', 'dropped_features']
+__all__ = ['AVERAGES', 'class_features', 'sample_drop', 'keep_mask', 'drop_average', 'SignedScale', 'dropped_features']
 
 # %% ../nbs/02_class_features.ipynb #532a0005
 def class_features(
@@ -68,6 +68,29 @@ def drop_average(
     return torch.einsum("bckhw,c->bkhw", Ac, keep) / _denominator(C, z, average)
 
 # %% ../nbs/02_class_features.ipynb #532a0016
+def _signed_factor(A, P, Q):
+    "G = P where A > 0, -Q where A < 0, 0 where A == 0."
+    zero = torch.zeros((), dtype=A.dtype, device=A.device)
+    return torch.where(A > 0, P, torch.where(A < 0, -Q, zero))
+
+
+class SignedScale(torch.autograd.Function):
+    "$A \\odot G$ with $G = P$ where $A > 0$, $-Q$ where $A < 0$, 0 where $A = 0$; saves only A, P, Q for backward."
+
+    @staticmethod
+    def forward(ctx, A, P, Q):
+        ctx.save_for_backward(A, P, Q)
+        return A * _signed_factor(A, P, Q)
+
+    @staticmethod
+    def backward(ctx, grad):
+        A, P, Q = ctx.saved_tensors
+        gA = grad * _signed_factor(A, P, Q) if ctx.needs_input_grad[0] else None
+        gP = (grad * F.relu(A)).sum_to_size(P.shape) if ctx.needs_input_grad[1] else None
+        gQ = (grad * F.relu(-A)).sum_to_size(Q.shape) if ctx.needs_input_grad[2] else None
+        return gA, gP, gQ
+
+# %% ../nbs/02_class_features.ipynb #532a0019
 def dropped_features(
     A: Tensor,  # (B, K, h1, w1) feature map
     weight: Tensor,  # (C, K) or (C, K, 1, 1) weight of the 1x1 classifier: the channel part of S^c
@@ -78,11 +101,11 @@ def dropped_features(
     "Eq. 2-4 in closed form for a 1x1 classifier: $A'_{drop}$ without building the $|C|$ class-specific maps."
     if weight.ndim == 4: weight = weight[:, :, 0, 0]
     C = weight.shape[0]
-    keep = keep_mask(C, z, weight.device, weight.dtype)  # (C,)
+    keep = keep_mask(C, z, weight.device, weight.dtype) / _denominator(C, z, average)  # (C,) 1[c != z] / n
     pos, neg = F.relu(weight), F.relu(-weight)  # (C, K) each
     if m is None:
         P, Q = (keep @ pos)[:, None, None], (keep @ neg)[:, None, None]  # (K, 1, 1)
     else:
         mk = m * keep[:, None, None]  # (B, C, h1, w1)
         P, Q = torch.einsum("bchw,ck->bkhw", mk, pos), torch.einsum("bchw,ck->bkhw", mk, neg)  # (B, K, h1, w1)
-    return (F.relu(A) * P + F.relu(-A) * Q) / _denominator(C, z, average)
+    return SignedScale.apply(A, P, Q)  # = ReLU(A) P + ReLU(-A) Q

@@ -17,7 +17,8 @@ from .importance import IGNORE_INDEX
 
 # %% auto #0
 __all__ = ['ALPHA', 'RAMPS', 'check_labels', 'upsample_logits', 'cross_entropy', 'drop_labels', 'cross_entropy_drop', 'seg_loss',
-           'suppression_loss', 'total_loss', 'DropSchedule', 'DropClassLoss']
+           'suppression_loss', 'total_loss', 'DropSchedule', 'UpsampledCrossEntropy', 'upsampled_cross_entropy',
+           'DropClassLoss']
 
 # %% ../nbs/03_losses.ipynb #f7530005
 def check_labels(
@@ -162,6 +163,53 @@ class DropSchedule:
         return self.p_max * self.progress(it)
 
 # %% ../nbs/03_losses.ipynb #f7530035
+def _to_labels(upsample, size):
+    return lambda t: upsample_logits(upsample(t) if upsample is not None else t, size)
+
+
+class UpsampledCrossEntropy(torch.autograd.Function):
+    "Eq. 5 on `upsample(logits)` with the gradient computed in the forward pass; keeps only a low-resolution gradient."
+
+    @staticmethod
+    def forward(ctx, logits, labels, weight, ignore_index, upsample):
+        with torch.enable_grad():
+            low = logits.detach().requires_grad_()
+            full = upsample(low)  # (B, C, H, W), graph through the upsampling only
+        dtype = torch.promote_types(full.dtype, torch.float32)  # half precision is computed in float32
+        lsm = full.detach().to(dtype).log_softmax(1)  # (B, C, H, W)
+        valid = labels != ignore_index
+        target = labels.masked_fill(~valid, 0).unsqueeze(1)  # (B, 1, H, W), ignored pixels point at class 0 ...
+        pixel_w = valid.to(dtype) if weight is None else weight.to(dtype)[target[:, 0]] * valid  # ... with weight 0
+        total_w = pixel_w.sum().clamp_min(torch.finfo(dtype).tiny)
+        loss = -(lsm.gather(1, target)[:, 0] * pixel_w).sum() / total_w
+        if ctx.needs_input_grad[0]:
+            grad = lsm.exp_()  # softmax, in place
+            grad.scatter_add_(1, target, torch.full_like(target, -1, dtype=grad.dtype))  # p - onehot
+            grad.mul_((pixel_w / total_w).unsqueeze(1))
+            (low_grad,) = torch.autograd.grad(full, low, grad.to(full.dtype))  # pull back through the upsampling
+            ctx.save_for_backward(low_grad)
+        return loss.to(logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (low_grad,) = ctx.saved_tensors
+        return grad_loss * low_grad, None, None, None, None
+
+
+def upsampled_cross_entropy(
+    logits: Tensor,  # (B, C, h, w) logits, e.g. at the classifier's resolution
+    labels: Tensor,  # (B, H, W) class indices, `ignore_index` for unlabelled pixels
+    upsample=None,  # parameter-free map to the model's output size (then resized to the labels); None: resize only
+    weight: Tensor | None = None,  # (C,) class weights, or None
+    ignore_index: int = IGNORE_INDEX,
+) -> Tensor:  # scalar L_CE of upsample(logits)
+    "Eq. 5 on upsampled logits, as `cross_entropy`, keeping no full-resolution tensor for the backward pass."
+    labels = check_labels(labels, logits.shape[1], ignore_index)
+    if logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"logits have batch size {logits.shape[0]} but labels {labels.shape[0]}")
+    return UpsampledCrossEntropy.apply(logits, labels, weight, ignore_index, _to_labels(upsample, labels.shape[-2:]))
+
+# %% ../nbs/03_losses.ipynb #f7530039
 class DropClassLoss(nn.Module):
     "Eq. 5-9: $L_{total} = (1-\\lambda) L_{CE} + \\lambda L_{CE\\_drop} + \\alpha L_{sup}$ for a DropClass model's output."
 
@@ -178,15 +226,20 @@ class DropClassLoss(nn.Module):
 
     def forward(
         self,
-        output,  # (logits, drop_logits, z) as returned by `DropClass` in training mode
+        output,  # (logits, drop_logits, z[, upsample]) as returned by `DropClass` in training mode
         labels: Tensor,  # (B, H, W) class indices
         lam: float,  # lambda of Eq. 7
     ) -> tuple[Tensor, dict[str, float]]:  # L_total, and every part as a float for logging
-        logits, drop_logits, z = output
+        logits, drop_logits, z, *rest = output
+        upsample = rest[0] if rest else None
         labels = check_labels(labels, logits.shape[1], self.ignore_index)
+        if logits.shape[0] != labels.shape[0]:
+            raise ValueError(f"logits have batch size {logits.shape[0]} but labels {labels.shape[0]}")
         w = None if self.weight is None else self.weight.to(logits.dtype)
-        ce = _cross_entropy(logits, labels, w, self.ignore_index)
-        ce_drop = _cross_entropy(drop_logits, drop_labels(labels, z, self.ignore_index), w, self.ignore_index)
+        to_labels = _to_labels(upsample, labels.shape[-2:])
+        ce = UpsampledCrossEntropy.apply(logits, labels, w, self.ignore_index, to_labels)
+        ce_drop = UpsampledCrossEntropy.apply(drop_logits, drop_labels(labels, z, self.ignore_index), w, self.ignore_index,
+                                              to_labels)
         sup = suppression_loss(drop_logits, z if self.suppress else None)
         seg = seg_loss(ce, ce_drop, lam)
         total = total_loss(seg, sup, self.alpha)

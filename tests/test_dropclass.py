@@ -41,7 +41,8 @@ def train_and_eval_step(wrapped, x, y, encoder):
     wrapped.drop_prob = 1.0
     out = wrapped(x)
     assert isinstance(out, DropClassOutput) and out.dropped in range(C)
-    assert out.logits.shape == out.drop_logits.shape == (x.shape[0], C, *x.shape[-2:])
+    assert out.logits.shape == out.drop_logits.shape  # at the classifier's resolution
+    assert out.upsample(out.logits).shape == out.upsample(out.drop_logits).shape == (x.shape[0], C, *x.shape[-2:])
     loss, parts = DropClassLoss()(out, y, lam=0.5)
     loss.backward()
     assert all(torch.isfinite(torch.tensor(v)) for v in parts.values()) and parts["sup"] > 0
@@ -100,7 +101,8 @@ def test_drop_branch_equals_reference_equations():
         for z in (None, 1):
             ref = drop_average(class_features(A, conv1x1_importance(wrapped.classifier.weight)), z, "all")
             expected = wrapped.model.segmentation_head(wrapped.compensate(ref))
-            torch.testing.assert_close(wrapped.branches(x, z).drop_logits, expected, rtol=1e-4, atol=1e-5)
+            out = wrapped.branches(x, z)
+            torch.testing.assert_close(out.upsample(out.drop_logits), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_class_importance_equals_exact_eq1_through_torchvision_upsampling():
@@ -111,7 +113,21 @@ def test_class_importance_equals_exact_eq1_through_torchvision_upsampling():
         head = lambda a: wrapped.adapter.output(wrapped.model, wrapped.classifier(a), x)
         S = importance_scores(A, head, region_weights(y, C, "class")) * A.shape[-2] * A.shape[-1]
         expected = head(wrapped.compensate(drop_average(class_features(A, S), 3)))
-        torch.testing.assert_close(wrapped.branches(x, 3, labels=y).drop_logits, expected, rtol=1e-4, atol=1e-4)
+        out = wrapped.branches(x, 3, labels=y)
+        torch.testing.assert_close(out.upsample(out.drop_logits), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_loss_sees_the_models_own_output_stage():
+    "CE terms use the model's upsampling (smp: align_corners=True), L_sup the classifier's resolution."
+    from dropclass.losses import cross_entropy, cross_entropy_drop, suppression_loss
+    wrapped = DropClass(smp_model("FPN"))
+    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, C, (2, 64, 64))
+    out = wrapped.branches(x, 1)
+    loss, parts = DropClassLoss()(out, y, lam=0.3)
+    full, full_drop = wrapped.model.segmentation_head[1](out.logits), wrapped.model.segmentation_head[1](out.drop_logits)
+    assert parts["ce"] == pytest.approx(cross_entropy(full, y).item(), rel=1e-6)
+    assert parts["ce_drop"] == pytest.approx(cross_entropy_drop(full_drop, y, 1).item(), rel=1e-6)
+    assert parts["sup"] == pytest.approx(suppression_loss(out.drop_logits, 1).item(), rel=1e-6)
 
 
 def test_detach_importance_changes_only_the_path_through_S():
@@ -129,7 +145,7 @@ def test_compensation_kernel_option():
     wrapped = DropClass(smp_model("FPN"), compensation_kernel=3)
     assert wrapped.compensate[0].kernel_size == (3, 3)
     out = wrapped(torch.randn(2, 3, 64, 64))
-    assert out.drop_logits.shape == (2, C, 64, 64)
+    assert out.upsample(out.drop_logits).shape == (2, C, 64, 64)
     with pytest.raises(ValueError, match="odd"):
         DropClass(smp_model("FPN"), compensation_kernel=2)
 

@@ -81,3 +81,14 @@ def test_keep_mask_and_bad_z():
         keep_mask(4, 4)
     with pytest.raises(ValueError, match="average must be one of"):
         dropped_features(torch.randn(1, 2, 1, 1), torch.randn(3, 2), 0, "median")
+
+
+@pytest.mark.parametrize("shape", [(K, 1, 1), (B, K, h1, w1)])
+def test_signed_scale_gradcheck(shape):
+    from dropclass.features import SignedScale
+    A = torch.randn(B, K, h1, w1, dtype=torch.float64)
+    A = torch.where(A.abs() < 0.05, torch.full_like(A, -0.7), A).requires_grad_()  # away from the kink at 0
+    P = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    Q = torch.rand(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(SignedScale.apply, (A, P, Q))
+    torch.testing.assert_close(SignedScale.apply(A, P, Q), A.relu() * P + (-A).relu() * Q)

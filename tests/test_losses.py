@@ -129,3 +129,34 @@ def test_schedules():
         DropSchedule(max_iters=10, by="step")
     with pytest.raises(ValueError, match=r"lambda must be in \[0, 1\]"):
         seg_loss(torch.tensor(1.0), torch.tensor(1.0), -0.1)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("void", [False, True])
+def test_upsampled_cross_entropy_matches_torch_values_and_gradients(weighted, align_corners, void):
+    from dropclass.losses import upsampled_cross_entropy
+    logits, labels = batch(scale=4)
+    if void: labels = torch.full_like(labels, 255)
+    w = torch.rand(C, dtype=torch.float64) + 0.2 if weighted else None
+    up = lambda t: F.interpolate(t, scale_factor=4, mode="bilinear", align_corners=align_corners)
+    a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ref = F.cross_entropy(up(a), labels, weight=w, ignore_index=255) if not void else (up(a) * 0).sum()
+    ref.backward()
+    lean = upsampled_cross_entropy(b, labels, up, w)
+    lean.backward()
+    torch.testing.assert_close(lean, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b.grad, a.grad, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # no gradient wanted: the same value, nothing saved
+        torch.testing.assert_close(upsampled_cross_entropy(logits, labels, up, w), ref.detach())
+
+
+def test_upsampled_cross_entropy_gradcheck_and_half_precision():
+    from dropclass.losses import upsampled_cross_entropy
+    logits, labels = batch(h=3, w=4, scale=2)
+    assert torch.autograd.gradcheck(lambda t: upsampled_cross_entropy(t, labels), (logits.requires_grad_(),))
+    lo32 = torch.randn(2, C, 8, 8)
+    lab = torch.randint(0, C, (2, 32, 32))
+    bf = upsampled_cross_entropy(lo32.bfloat16(), lab)
+    assert bf.dtype == torch.bfloat16
+    assert bf.float().item() == pytest.approx(cross_entropy(lo32, lab).item(), rel=2e-2)
