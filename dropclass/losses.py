@@ -111,7 +111,7 @@ def suppression_loss(
 ) -> Tensor:  # scalar L_sup, 0 when nothing is dropped
     "Eq. 8: $L_{sup}$, the mean softmax probability of the dropped class `z` on the drop branch."
     if drop_logits.ndim != 4: raise ValueError(f"drop_logits must have shape (B, C, H, W), got {tuple(drop_logits.shape)}")
-    if z is None: return drop_logits.sum() * 0.0  # keeps the graph and the dtype
+    if z is None: return drop_logits.sum() * 0.0 + 0.0  # keeps the graph and the dtype; + 0.0 turns -0.0 into 0.0
     if not 0 <= z < drop_logits.shape[1]: raise ValueError(f"dropped class z must be in [0, {drop_logits.shape[1]}), got {z}")
     return drop_logits.softmax(1)[:, z].mean()
 

@@ -160,3 +160,9 @@ def test_upsampled_cross_entropy_gradcheck_and_half_precision():
     bf = upsampled_cross_entropy(lo32.bfloat16(), lab)
     assert bf.dtype == torch.bfloat16
     assert bf.float().item() == pytest.approx(cross_entropy(lo32, lab).item(), rel=2e-2)
+
+
+def test_nothing_dropped_gives_a_positive_zero_that_keeps_the_graph():
+    logits = -torch.rand(1, 3, 2, 2, requires_grad=True)  # a negative sum would give -0.0 without care
+    sup = suppression_loss(logits, None)
+    assert sup.item() == 0.0 and str(sup.item()) == "0.0" and sup.requires_grad
