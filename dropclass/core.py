@@ -17,7 +17,7 @@ from .importance import region_weights, upsample_adjoint
 from .losses import check_labels, upsample_logits
 
 # %% auto #0
-__all__ = ['IMPORTANCES', 'INFERENCES', 'DropClassOutput', 'compensation', 'DropClass', 'branches', 'forward', 'predict']
+__all__ = ['IMPORTANCES', 'INFERENCES', 'DropClassOutput', 'compensation', 'DropClass']
 
 # %% ../nbs/05_dropclass.ipynb #45ea0005
 IMPORTANCES = ("weight", "class")  # S^c = W_c (official), or Eq. 1 over the pixels of class c (text)
