@@ -13,8 +13,8 @@ from torch import Tensor
 from ..importance import IGNORE_INDEX
 
 # %% auto #0
-__all__ = ['CITYSCAPES_ID_TO_TRAINID', 'CITYSCAPES_PIXEL_SHARE', 'CITYSCAPES', 'VOC_CLASSES', 'VOC', 'LabelSet',
-           'cityscapes_train_ids', 'voc_palette', 'colorize']
+__all__ = ['CITYSCAPES_ID_TO_TRAINID', 'CITYSCAPES_TRAINID_TO_ID', 'CITYSCAPES_PIXEL_SHARE', 'CITYSCAPES', 'VOC_CLASSES', 'VOC',
+           'LabelSet', 'cityscapes_train_ids', 'voc_palette', 'colorize']
 
 # %% ../../nbs/10_labels.ipynb #d76c0005
 @dataclass(frozen=True)
@@ -55,10 +55,13 @@ def _cityscapes():
     lut = torch.full((256,), IGNORE_INDEX, dtype=torch.uint8)
     for l in labels:
         if 0 <= l.id < 256 and 0 <= l.trainId < IGNORE_INDEX: lut[l.id] = l.trainId
-    return tuple(l.name for l in train), tuple(tuple(l.color) for l in train), lut
+    inverse = torch.zeros(256, dtype=torch.uint8)  # trainId -> labelId; 255 (and anything unknown) -> 0, "unlabeled"
+    for l in train: inverse[l.trainId] = l.id
+    return tuple(l.name for l in train), tuple(tuple(l.color) for l in train), lut, inverse
 
 
-_names, _colors, CITYSCAPES_ID_TO_TRAINID = _cityscapes()  # (256,) uint8 lookup table: labelId -> trainId (255: none)
+# (256,) uint8 lookup tables: labelId -> trainId (255: not evaluated), and trainId -> labelId (255 -> 0, "unlabeled")
+_names, _colors, CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_TRAINID_TO_ID = _cityscapes()
 
 CITYSCAPES_PIXEL_SHARE = {  # % of labelled pixels per class, in the column order of the paper's Table 1
     "motorcycle": 0.1, "rider": 0.1, "traffic light": 0.2, "train": 0.2, "bus": 0.2, "truck": 0.3, "bicycle": 0.4,
