@@ -5,14 +5,16 @@
 # %% ../../nbs/11_io.ipynb #d11c0002
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_png, encode_png, read_file
 
 from .labels import CITYSCAPES, CITYSCAPES_TRAINID_TO_ID
 
@@ -38,11 +40,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def _png_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def write_image(path: str | Path, image: Tensor) -> Path:
     "Save a `uint8` (3, H, W) image as PNG, atomically."
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(f"expected a uint8 image of shape (3, H, W), got {image.dtype} {tuple(image.shape)}")
-    return atomic_write_bytes(path, encode_png(image.cpu()).numpy().tobytes())
+    return atomic_write_bytes(path, _png_bytes(image.permute(1, 2, 0).contiguous().cpu().numpy()))
 
 
 def write_mask(path: str | Path, mask: Tensor) -> Path:
@@ -50,28 +58,33 @@ def write_mask(path: str | Path, mask: Tensor) -> Path:
     if mask.ndim != 2 or mask.is_floating_point():
         raise ValueError(f"expected an integer mask of shape (H, W), got {mask.dtype} {tuple(mask.shape)}")
     if mask.numel() and (mask.min() < 0 or mask.max() > 255): raise ValueError("mask values must be in [0, 255] to be saved as PNG")
-    return atomic_write_bytes(path, encode_png(mask.to(torch.uint8).cpu()[None]).numpy().tobytes())
+    return atomic_write_bytes(path, _png_bytes(mask.to(torch.uint8).cpu().numpy()))
 
 
-def _decode(path, mode):
+def _open(path) -> Image.Image:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no such file: {path}")
-    try: return decode_png(read_file(str(path)), mode=mode)
-    except RuntimeError as e: raise ValueError(f"{path} is not a readable PNG ({e})") from None
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError) as e: raise ValueError(f"{path} is not a readable image ({e})") from None
+    return img
 
 
 def read_image(path: str | Path) -> tv_tensors.Image:
-    "Read a PNG as a `uint8` RGB `tv_tensors.Image` of shape (3, H, W)."
-    return tv_tensors.Image(_decode(path, ImageReadMode.RGB))
+    "Read an image file (PNG, JPEG, ...) as a `uint8` RGB `tv_tensors.Image` of shape (3, H, W)."
+    arr = np.asarray(_open(path).convert("RGB"))
+    return tv_tensors.Image(torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous())
 
 
 def read_mask(path: str | Path) -> tv_tensors.Mask:
-    "Read a single-channel PNG mask as an `int64` `tv_tensors.Mask` of shape (H, W)."
-    m = _decode(path, ImageReadMode.UNCHANGED)
-    if m.shape[0] != 1: raise ValueError(f"{path} has {m.shape[0]} channels; a label mask has one")
-    return tv_tensors.Mask(m[0].long())
+    "Read a single-channel (grayscale or palette) PNG mask as an `int64` `tv_tensors.Mask` of shape (H, W)."
+    img = _open(path)
+    if img.mode not in ("1", "L", "P", "I", "I;16"):
+        raise ValueError(f"{path} is a {img.mode} image with {len(img.getbands())} channels; a label mask has one")
+    return tv_tensors.Mask(torch.from_numpy(np.asarray(img).astype(np.int64)))
 
-# %% ../../nbs/11_io.ipynb #d11c0008
+# %% ../../nbs/11_io.ipynb #d11c0010
 def cityscapes_paths(
     root: str | Path,  # dataset root (holds leftImg8bit/ and gtFine/)
     split: str,  # "train", "val", "test", or any other split name
