@@ -41,7 +41,7 @@ class RandomScale(v2.Transform):
     def __init__(
         self,
         scale_range: tuple[float, float] = (0.5, 2.0),  # the paper's range
-        interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR,  # for images; masks always use NEAREST
+        interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR,  # for images; masks are resampled with nearest neighbours
         antialias: bool = True,  # low-pass before shrinking an image
     ):
         super().__init__()
@@ -53,7 +53,7 @@ class RandomScale(v2.Transform):
         h, w = v2.query_size(flat_inputs)
         lo, hi = self.scale_range
         s = lo + (hi - lo) * torch.rand(()).item()
-        return dict(scale=s, size=[max(1, round(h * s)), max(1, round(w * s))])
+        return dict(size=[max(1, round(h * s)), max(1, round(w * s))])
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(F.resize, inpt, size=params["size"], interpolation=self.interpolation, antialias=self.antialias)
