@@ -1,4 +1,5 @@
 """Cityscapes and VOC 2012 loaders on tiny fake trees: train ids, palette indices, train_aug selection, every error path, the registry."""
+import io
 import pickle
 import re
 from pathlib import Path
@@ -8,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 from torchvision import tv_tensors
-from torchvision.io import encode_jpeg
 
 from dropclass.data.datasets import (CITYSCAPES_LAYOUT, DATASETS, VOC_LAYOUT, CityscapesSegmentation, VOCSegmentation,
                                      get_dataset, register_dataset)
@@ -152,7 +152,9 @@ def write_voc_mask(root, name, mask, folder="SegmentationClass", bits=8):
 def write_voc_image(root, name, value, shape=(4, 6)):
     image = torch.full((3, *shape), 0, dtype=torch.uint8)
     image[0], image[1], image[2] = value, 255 - value, 128
-    atomic_write_bytes(Path(root) / VOC_BASE / "JPEGImages" / f"{name}.jpg", encode_jpeg(image, quality=95).numpy().tobytes())
+    buf = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buf, format="JPEG", quality=95)
+    atomic_write_bytes(Path(root) / VOC_BASE / "JPEGImages" / f"{name}.jpg", buf.getvalue())
 
 
 def write_voc_list(root, split, lines):
@@ -204,7 +206,7 @@ def test_voc_reads_low_bit_depth_palette_masks(voc):
 
 def test_voc_rejects_rgb_masks(voc):
     Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(Path(voc) / VOC_BASE / "SegmentationClass" / f"{TRAIN[0]}.png")
-    with pytest.raises(ValueError, match="is a RGB image; a VOC mask is a palette"):
+    with pytest.raises(ValueError, match="is a RGB image with 3 channels; a label mask has one"):
         VOCSegmentation(voc, "train").load_mask(0)
 
 

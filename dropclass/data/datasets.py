@@ -8,13 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torchvision
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
 from .io import read_image, read_mask
 from .labels import CITYSCAPES, VOC, LabelSet, cityscapes_train_ids
@@ -117,17 +114,7 @@ class CityscapesSegmentation(_SegmentationFiles):
         "The `int64` (H, W) train ids of sample `i`, untransformed."
         return tv_tensors.Mask(cityscapes_train_ids(read_mask(self.targets[i])))
 
-# %% ../../nbs/12_datasets.ipynb #13190021
-def _read_index_png(
-    path: Path,  # a palette ("P") or grayscale ("L") PNG of class indices
-) -> tv_tensors.Mask:  # (H, W) int64
-    "Read the class indices of a palette or grayscale PNG mask, whatever its bit depth."
-    with Image.open(path) as im:
-        if im.mode not in ("P", "L"):
-            raise ValueError(f"{path} is a {im.mode} image; a VOC mask is a palette (P) or grayscale (L) PNG of class indices")
-        return tv_tensors.Mask(torch.from_numpy(np.array(im)).long())
-
-# %% ../../nbs/12_datasets.ipynb #13190024
+# %% ../../nbs/12_datasets.ipynb #13190023
 VOC_LAYOUT = """\
   <root>/VOCdevkit/VOC2012/JPEGImages/<name>.jpg
   <root>/VOCdevkit/VOC2012/SegmentationClass/<name>.png          (palette PNG of class indices, 255 on borders)
@@ -152,7 +139,7 @@ def _voc_base(root: str | Path | None) -> Path:
     if not (base / "JPEGImages").is_dir(): raise _layout_error(f"{base / 'JPEGImages'} is missing", VOC_LAYOUT)
     return base
 
-# %% ../../nbs/12_datasets.ipynb #13190025
+# %% ../../nbs/12_datasets.ipynb #13190024
 def _use_augmented(
     base: Path,  # <root>/VOCdevkit/VOC2012
     split: str,
@@ -198,7 +185,7 @@ def _voc_files(
     _check_pairs(images, targets, VOC_LAYOUT, str(base / "ImageSets" / "Segmentation" / f"{split}.txt"))
     return images, targets, False
 
-# %% ../../nbs/12_datasets.ipynb #13190026
+# %% ../../nbs/12_datasets.ipynb #13190025
 class VOCSegmentation(_SegmentationFiles):
     "Pascal VOC 2012 segmentation: `(image, mask)` with the 21 class indices, 255 on object borders."
     labels = VOC
@@ -215,15 +202,15 @@ class VOCSegmentation(_SegmentationFiles):
 
     def load_image(self, i: int) -> tv_tensors.Image:
         "The `uint8` (3, H, W) RGB image of sample `i`."
-        return tv_tensors.Image(decode_image(str(self.images[i]), mode=ImageReadMode.RGB))
+        return read_image(self.images[i])
 
     def load_mask(self, i: int) -> tv_tensors.Mask:
         "The `int64` (H, W) class indices of sample `i` (255 on borders), untransformed."
-        return _read_index_png(self.targets[i])
+        return read_mask(self.targets[i])
 
     def __repr__(self) -> str: return super().__repr__() + (" (SBD-augmented)" if self.augmented else "")
 
-# %% ../../nbs/12_datasets.ipynb #13190036
+# %% ../../nbs/12_datasets.ipynb #13190035
 DATASETS: dict[str, Callable[..., Dataset]] = {}  # name -> dataset class or factory
 
 
@@ -251,7 +238,7 @@ def get_dataset(
                          "(add one with @register_dataset(name))")
     return factory(root=root, split=split, transforms=transforms, **kwargs)
 
-# %% ../../nbs/12_datasets.ipynb #13190038
+# %% ../../nbs/12_datasets.ipynb #13190037
 register_dataset("cityscapes")(CityscapesSegmentation)
 register_dataset("voc")(VOCSegmentation)
 
