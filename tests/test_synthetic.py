@@ -143,3 +143,23 @@ def test_writer_is_readable_as_cityscapes_and_resumable(tmp_path):
 def test_bad_arguments_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SyntheticStreets(**kwargs)
+
+
+def _rider_regions(split, n):
+    "Rider regions (8-connected) and how many of them touch a bicycle or motorcycle region."
+    from scipy import ndimage
+    total = touching = 0
+    for i in range(n):
+        lab = render_street(0, i, split)[1]
+        regions, k = ndimage.label(lab == RIDER, structure=np.ones((3, 3)))
+        near_wheels = ndimage.binary_dilation((lab == BICYCLE) | (lab == MOTORCYCLE), structure=np.ones((3, 3)))
+        touched = np.unique(regions[near_wheels & (regions > 0)])
+        total, touching = total + k, touching + len(touched)
+    return total, touching
+
+
+def test_every_rider_region_touches_a_two_wheeler():
+    total, touching = _rider_regions("train", 300)
+    assert total >= 20 and touching == total
+    total, touching = _rider_regions("counterfactual", 300)
+    assert total >= 5 and touching <= total // 2
