@@ -1,0 +1,494 @@
+"Tests of dropclass.metrics: the confusion matrix, the metrics computed from it, evaluation, and the Table 1 report."
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+from dropclass.data.labels import CITYSCAPES, VOC, LabelSet
+from dropclass.metrics import (PAPER_TABLE1, ComparisonTable, ConfusionMatrix, class_accuracy, class_stats,
+                               comparison_table, confusion_matrix, evaluate, iou_per_class, mean_class_accuracy, miou,
+                               miou_dagger, paper_results, pixel_accuracy, rare_classes)
+
+NAN = float("nan")
+
+
+def random_batch(B=3, C=5, H=17, W=23, ignore=0.2, seed=0):
+    "Random labels with a share of ignored pixels, and random class predictions."
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, C, (B, H, W), generator=g)
+    target[torch.rand(B, H, W, generator=g) < ignore] = 255
+    return torch.randint(0, C, (B, H, W), generator=g), target
+
+
+# ---------------------------------------------------------------------------------------------------- confusion matrix
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.int32])
+def test_matrix_by_hand_with_ignored_pixels(dtype):
+    target = torch.tensor([[[0, 0, 1], [1, 2, 255]]], dtype=dtype)
+    pred = torch.tensor([[[0, 1, 1], [1, 1, 2]]], dtype=dtype)
+    m = confusion_matrix(pred, target, 3)
+    assert m.dtype == torch.int64
+    assert m.tolist() == [[1, 1, 0], [0, 2, 0], [0, 1, 0]]  # rows truth, columns prediction; the 255 pixel counts nowhere
+
+
+def test_prediction_at_ignored_pixels_does_not_count():
+    pred, target = random_batch()
+    other = torch.where(target == 255, (pred + 1) % 5, pred)
+    assert torch.equal(confusion_matrix(pred, target, 5), confusion_matrix(other, target, 5))
+    assert confusion_matrix(pred, target, 5).sum() == (target != 255).sum()
+
+
+def test_logits_at_lower_resolution_by_hand():
+    logits = torch.tensor([[5.0, -5.0], [-5.0, 5.0]]).view(1, 2, 1, 2)  # (B, C, h, w): class 0 left, 1 right
+    target = torch.tensor([[[0, 0, 1, 1], [0, 255, 1, 0]]])  # (B, 2, 4): upsampled, left half 0, right half 1
+    assert confusion_matrix(logits, target, 2).tolist() == [[3, 1], [0, 3]]
+
+
+def test_logits_are_upsampled_bilinearly_then_argmaxed():
+    logits = torch.randn(2, 4, 5, 7)
+    _, target = random_batch(B=2, C=4, H=20, W=28)
+    up = F.interpolate(logits, size=(20, 28), mode="bilinear", align_corners=False).argmax(1)
+    assert torch.equal(confusion_matrix(logits, target, 4), confusion_matrix(up, target, 4))
+    same = torch.randn(2, 4, 20, 28)
+    assert torch.equal(confusion_matrix(same, target, 4), confusion_matrix(same.argmax(1), target, 4))
+
+
+@pytest.mark.parametrize("seed,C", [(0, 2), (1, 5), (2, 19)])
+def test_matches_sklearn(seed, C):
+    pred, target = random_batch(B=2, C=C, H=31, W=29, seed=seed)
+    valid = target != 255
+    expected = sk_confusion_matrix(target[valid].numpy(), pred[valid].numpy(), labels=list(range(C)))
+    np.testing.assert_array_equal(confusion_matrix(pred, target, C).numpy(), expected)
+
+
+def test_stats_match_smp_get_stats():
+    pred, target = random_batch(C=6)
+    tp, fp, fn, tn = smp.metrics.get_stats(pred, target, mode="multiclass", num_classes=6, ignore_index=255)
+    ours = class_stats(confusion_matrix(pred, target, 6))
+    for a, b in zip(ours, (tp, fp, fn, tn)): assert torch.equal(a, b.sum(0))
+
+
+@pytest.mark.parametrize("pred,target,C,message", [
+    (torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2), 3, "integer tensor"),
+    (torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), 7), 3, "values [7]"),
+    (torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 1, 2, 2, dtype=torch.long), 3, "squeeze(1)"),
+    (torch.full((1, 2, 2), 3), torch.zeros(1, 2, 2, dtype=torch.long), 3, "class ids [3]"),
+    (torch.full((1, 2, 2), -1), torch.zeros(1, 2, 2, dtype=torch.long), 3, "class ids [-1]"),
+    (torch.zeros(1, 2, 1, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long), 3, "nearest interpolation"),
+    (torch.zeros(1, 2, 2, dtype=torch.bool), torch.zeros(1, 2, 2, dtype=torch.long), 3, "dtype torch.bool"),
+    (torch.zeros(1, 4, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 3, "4 channels"),
+    (torch.zeros(2, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 3, "batch size 2"),
+    (torch.zeros(1, 3, 4, 2), torch.zeros(1, 2, 2, dtype=torch.long), 3, "larger than the labels"),
+    (torch.zeros(3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long).float(), 3, "integer tensor"),
+    (torch.zeros(3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), 3, "shape (B, C, H, W)"),
+    (np.zeros((1, 2, 2), dtype=np.int64), torch.zeros(1, 2, 2, dtype=torch.long), 3, "torch.Tensor"),
+])
+def test_input_errors(pred, target, C, message):
+    with pytest.raises((TypeError, ValueError)) as e: confusion_matrix(pred, target, C)
+    assert message in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------------------------- metrics
+
+def hand_matrix():
+    "Truth 0 0 1 1 2 (and one ignored pixel), prediction 0 1 1 1 1; class 3 occurs nowhere."
+    target = torch.tensor([[[0, 0, 1], [1, 2, 255]]])
+    pred = torch.tensor([[[0, 1, 1], [1, 1, 2]]])
+    return confusion_matrix(pred, target, 4)
+
+
+def test_iou_by_hand_and_nan_for_absent_class():
+    iou = iou_per_class(hand_matrix())
+    assert iou.dtype == torch.float64
+    np.testing.assert_allclose(iou[:3].numpy(), [1 / 2, 2 / 4, 0.0])  # class 2: in the truth, never predicted -> 0
+    assert math.isnan(iou[3])  # neither in truth nor prediction -> undefined
+    assert miou(iou) == pytest.approx(1 / 3)  # nanmean: the absent class does not count
+    assert miou(iou, [0, 3]) == pytest.approx(0.5)
+
+
+def test_predicted_but_absent_class_has_iou_zero_and_counts_in_the_mean():
+    m = confusion_matrix(torch.tensor([[[0, 1]]]), torch.tensor([[[0, 0]]]), 2)
+    assert iou_per_class(m).tolist() == [0.5, 0.0]
+    assert miou(iou_per_class(m)) == pytest.approx(0.25)
+    assert math.isnan(class_accuracy(m)[1])  # but it has no accuracy: no ground truth
+
+
+def test_iou_matches_smp_iou_score():
+    pred, target = random_batch(C=6, seed=3)
+    tp, fp, fn, tn = smp.metrics.get_stats(pred, target, mode="multiclass", num_classes=6, ignore_index=255)
+    expected = smp.metrics.iou_score(tp.sum(0), fp.sum(0), fn.sum(0), tn.sum(0), reduction="none")
+    np.testing.assert_allclose(iou_per_class(confusion_matrix(pred, target, 6)).numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_accuracies_by_hand():
+    m = hand_matrix()
+    assert pixel_accuracy(m) == pytest.approx(3 / 5)
+    np.testing.assert_allclose(class_accuracy(m)[:3].numpy(), [1 / 2, 1.0, 0.0])
+    assert math.isnan(class_accuracy(m)[3])
+    assert mean_class_accuracy(m) == pytest.approx(0.5)
+    empty = torch.zeros(3, 3, dtype=torch.long)
+    assert math.isnan(pixel_accuracy(empty)) and math.isnan(miou(iou_per_class(empty)))
+
+
+def test_miou_inputs():
+    assert miou([0.2, NAN, 0.6]) == pytest.approx(0.4)
+    assert miou(np.array([0.2, 0.4])) == pytest.approx(0.3)
+    assert math.isnan(miou([NAN, NAN]))
+    assert math.isnan(miou([0.5, 0.5], classes=[]))
+    with pytest.raises(ValueError, match="1-D"): miou(torch.zeros(2, 2))
+
+
+def test_rare_classes_and_miou_dagger():
+    assert [CITYSCAPES.classes[c] for c in rare_classes(CITYSCAPES)] == [
+        "motorcycle", "rider", "traffic light", "train", "bus", "truck", "bicycle", "traffic sign", "wall"]
+    assert rare_classes([50, 10, 30, 10, 5]) == [4, 1]  # the rarer half of 5 is 2; the tie keeps the lower id
+    assert rare_classes(torch.tensor([3, 2, 1, 0]), n=3) == [3, 2, 1]
+    iou = torch.rand(19, dtype=torch.float64)
+    assert miou_dagger(iou, CITYSCAPES) == pytest.approx(iou[CITYSCAPES.rarest()].mean().item())
+    assert miou_dagger([0.1, 0.2, 0.3, 0.4], pixel_counts=[9, 1, 8, 2]) == pytest.approx(0.3)
+    assert miou_dagger([0.1, 0.2, 0.3, 0.4], pixel_counts=[9, 1, 8, 2], n=1) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="exactly one"): miou_dagger(iou)
+    with pytest.raises(ValueError, match="exactly one"): miou_dagger(iou, CITYSCAPES, pixel_counts=torch.ones(19))
+    with pytest.raises(ValueError, match="non-negative"): rare_classes([1, -1])
+    with pytest.raises(ValueError, match="no published pixel shares"): rare_classes(VOC)
+
+
+# ----------------------------------------------------------------------------------------------------- ConfusionMatrix
+
+def test_merge_and_accumulation_equal_everything_at_once():
+    logits = torch.randn(6, 5, 6, 8)  # a quarter of the label size
+    _, target = random_batch(B=6, C=5, H=24, W=32, seed=4)
+    whole = confusion_matrix(logits, target, 5)
+    one_by_one = ConfusionMatrix(5)
+    for i in range(6): one_by_one.update(logits[i:i + 1], target[i:i + 1])
+    assert torch.equal(one_by_one.mat, whole)
+    a, b = ConfusionMatrix(5).update(logits[:2], target[:2]), ConfusionMatrix(5).update(logits[2:], target[2:])
+    a_before = a.mat.clone()
+    total = a + b
+    assert torch.equal(total.mat, whole) and torch.equal(a.mat, a_before)  # + leaves its operands alone
+    assert a.merge(b) is a and torch.equal(a.mat, whole)
+    assert torch.equal(one_by_one.support, torch.stack([(target == c).sum() for c in range(5)]))
+
+
+def test_matrix_properties_and_reset():
+    cm = ConfusionMatrix(4).update(torch.tensor([[[0, 1, 1], [1, 1, 2]]]), torch.tensor([[[0, 0, 1], [1, 2, 255]]]))
+    assert cm.miou == pytest.approx(1 / 3)
+    assert cm.pixel_accuracy == pytest.approx(3 / 5)
+    assert cm.mean_class_accuracy == pytest.approx(0.5)
+    assert cm.miou_dagger(pixel_counts=[5, 4, 3, 0]) == pytest.approx(0.0)  # classes 3 (NaN, skipped) and 2 (0)
+    assert [t.tolist() for t in cm.stats] == [[1, 2, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [3, 1, 4, 5]]
+    assert "5 pixels" in repr(cm) and "mIoU 33.3 %" in repr(cm)
+    assert cm.reset().mat.sum() == 0 and "empty" in repr(cm)
+
+
+def test_matrix_errors():
+    with pytest.raises(ValueError, match="at least num_classes"): ConfusionMatrix(19, ignore_index=3)
+    with pytest.raises(ValueError, match="at least num_classes"): ConfusionMatrix(19, ignore_index=-1)
+    with pytest.raises(ValueError, match="at least num_classes"): confusion_matrix(*random_batch(), 5, ignore_index=0)
+    with pytest.raises(ValueError, match="positive int"): ConfusionMatrix(0)
+    with pytest.raises(ValueError, match="cannot merge"): ConfusionMatrix(3).merge(ConfusionMatrix(4))
+    with pytest.raises(ValueError, match="cannot merge"): ConfusionMatrix(3) + ConfusionMatrix(3, ignore_index=254)
+    with pytest.raises(TypeError, match="ConfusionMatrix"): ConfusionMatrix(3).merge(torch.zeros(3, 3))
+
+
+def test_other_ignore_index():
+    target = torch.tensor([[[0, 100, 1, 255]]])
+    with pytest.raises(ValueError, match="values \\[255\\]"): ConfusionMatrix(2, ignore_index=100).update(torch.zeros_like(target), target)
+    cm = ConfusionMatrix(2, ignore_index=100).update(torch.zeros_like(target[..., :3]), target[..., :3])
+    assert cm.mat.tolist() == [[1, 0], [1, 0]]
+
+
+def test_update_inside_inference_mode_then_use_outside():
+    pred, target = random_batch()
+    cm = ConfusionMatrix(5)
+    with torch.inference_mode(): cm.update(pred, target)
+    cm.update(pred, target)
+    cm.merge(ConfusionMatrix(5).update(pred, target))
+    assert torch.equal(cm.mat, 3 * confusion_matrix(pred, target, 5))
+
+
+def test_all_reduce_without_process_group_is_a_no_op():
+    assert not torch.distributed.is_initialized()
+    pred, target = random_batch()
+    cm = ConfusionMatrix(5).update(pred, target)
+    assert torch.equal(cm.all_reduce().mat, confusion_matrix(pred, target, 5))
+
+
+def _all_reduce_worker(rank, world, path, out):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world)
+    try:
+        pred, target = random_batch(B=4, seed=7)
+        cm = ConfusionMatrix(5).update(pred[rank::world], target[rank::world]).all_reduce()
+        torch.save(cm.mat, f"{out}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.skipif("fork" not in torch.multiprocessing.get_all_start_methods(), reason="needs the fork start method")
+def test_all_reduce_sums_over_two_processes(tmp_path):
+    # fork: the workers start in a fraction of a second instead of importing torch again
+    torch.multiprocessing.start_processes(_all_reduce_worker, args=(2, tmp_path / "store", tmp_path / "mat"), nprocs=2,
+                                          start_method="fork")
+    pred, target = random_batch(B=4, seed=7)
+    for rank in range(2):
+        assert torch.equal(torch.load(tmp_path / f"mat.{rank}"), confusion_matrix(pred, target, 5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    logits = torch.randn(2, 5, 8, 8)
+    _, target = random_batch(B=2, C=5, H=32, W=32)
+    expected = confusion_matrix(logits, target, 5)
+    assert torch.equal(confusion_matrix(logits.cuda(), target.cuda(), 5).cpu(), expected)
+    on_gpu = ConfusionMatrix(5, device="cuda").update(logits.cuda(), target.cuda())
+    assert on_gpu.mat.is_cuda and torch.equal(on_gpu.mat.cpu(), expected)
+    on_cpu = ConfusionMatrix(5).update(logits.cuda(), target.cuda())  # counted on the GPU, kept on the CPU
+    assert not on_cpu.mat.is_cuda and torch.equal(on_cpu.mat, expected)
+    assert torch.equal((on_gpu + on_cpu.to("cuda")).mat.cpu(), 2 * expected)
+
+
+# ------------------------------------------------------------------------------------------------------------ evaluate
+
+class Oracle(nn.Module):
+    "Sees one-hot labels, returns their class shares at 1/stride of the size; records the mode it ran in."
+    def __init__(self, stride, as_dict=False):
+        super().__init__()
+        self.pool, self.as_dict, self.modes = nn.AvgPool2d(stride), as_dict, []
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        self.modes.append((self.training, torch.is_inference_mode_enabled()))
+        out = self.pool(x) * self.scale
+        return {"out": out} if self.as_dict else out
+
+
+def one_hot_batches(n=3, B=2, C=4, H=16, W=24):
+    out = []
+    for i in range(n):
+        _, target = random_batch(B=B, C=C, H=H, W=W, seed=10 + i)
+        x = F.one_hot(torch.where(target == 255, C, target), C + 1)[..., :C].permute(0, 3, 1, 2).float()
+        out.append((x, target))
+    return out
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_evaluate_accumulates_like_update(as_dict):
+    batches = one_hot_batches()
+    model = Oracle(4, as_dict).train()
+    cm = evaluate(model, batches, 4, progress=False)
+    expected = ConfusionMatrix(4)
+    for x, y in batches: expected.update(F.avg_pool2d(x, 4), y)
+    assert torch.equal(cm.mat, expected.mat)
+    assert model.modes == [(False, True)] * 3  # eval mode, inference mode
+    assert model.training  # mode restored
+
+
+def test_evaluate_full_resolution_oracle_is_perfect():
+    cm = evaluate(Oracle(1), one_hot_batches(), 4, device="cpu", progress=False)
+    assert cm.pixel_accuracy == 1.0 and cm.miou == 1.0
+
+
+def test_evaluate_errors():
+    class Pair(nn.Module):
+        def forward(self, x): return x, x
+    batches = one_hot_batches(n=1)
+    with pytest.raises(TypeError, match="returned tuple"): evaluate(Pair(), batches, 4, progress=False)
+    with pytest.raises(ValueError, match=r"\(image, mask\)"): evaluate(Oracle(1), [batches[0][0]], 4, progress=False)
+    model = Oracle(1).train()
+    with pytest.raises(ValueError, match="4 channels"): evaluate(model, batches, 5, progress=False)
+    assert model.training  # restored after an error too
+
+
+# ---------------------------------------------------------------------------------------------------------- the report
+
+TOY = LabelSet("toy", ("a", "b", "c"), ((0, 0, 0), (1, 1, 1), (2, 2, 2)), pixel_share={"b": 10.0, "c": 40.0, "a": 50.0})
+
+
+def toy_table():
+    return comparison_table({"baseline": [0.5, 0.2, 0.4], "ours": torch.tensor([0.6, 0.3, 0.4], dtype=torch.float64)}, TOY)
+
+
+def test_table_rows_by_hand():
+    t = toy_table()
+    assert isinstance(t, ComparisonTable)
+    assert t.classes == ["b", "c", "a"] and t.rare == ["b"]  # by share; the rarer half of 3 is 1 class
+    assert t.columns == ["b", "c", "a", "mIoU", "mIoU_dagger"] and t.header == ["b†", "c", "a", "mIoU", "mIoU†"]
+    assert t.rows == ["baseline", "ours", "Δ", "Δ (%)"] and t.kinds == ["model", "model", "delta", "relative"]
+    expected = [[20, 40, 50, 110 / 3, 20], [30, 40, 60, 130 / 3, 30], [10, 0, 10, 20 / 3, 10],
+                [50, 0, 20, (20 / 3) / (110 / 3) * 100, 50]]
+    np.testing.assert_allclose(t.values, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_table_order_rare_and_other_options():
+    res = {"x": [0.1, 0.2, 0.3], "baseline": [0.3, 0.2, 0.1], "y": [0.2, 0.2, 0.2]}
+    t = comparison_table(res, TOY, order=["a", 1, "c"], rare=[2, 0], other="y")
+    assert t.classes == ["a", "b", "c"] and t.rare == ["c", "a"]
+    assert t.rows == ["x", "baseline", "y", "Δ", "Δ (%)"]
+    assert t["Δ"]["a"] == pytest.approx(-10) and t["Δ (%)"]["c"] == pytest.approx(100)
+    assert t["y"]["mIoU_dagger"] == pytest.approx(20)
+    single = comparison_table({"only": [0.1, 0.2, 0.3]}, TOY, rare=[])
+    assert single.rows == ["only"] and single.columns == ["b", "c", "a", "mIoU"]
+    voc = comparison_table({"m": torch.full((21,), 0.5)}, VOC)  # no pixel shares: train-id order, no mIoU†
+    assert voc.classes == list(VOC.classes) and voc.rare == [] and "mIoU†" not in voc.header
+
+
+def test_table_nan_and_zero_baseline():
+    t = comparison_table({"baseline": [0.0, NAN, 0.5], "ours": [0.1, NAN, 0.5]}, TOY)
+    assert math.isnan(t["baseline"]["b"]) and math.isnan(t["Δ"]["b"])
+    assert t["Δ"]["a"] == pytest.approx(10) and math.isnan(t["Δ (%)"]["a"])  # relative change of a zero baseline
+    assert t["baseline"]["mIoU"] == pytest.approx(25)  # nanmean over a and c
+    assert "| n/a |" in t.to_markdown()
+    row = next(r for r in csv.DictReader(io.StringIO(t.to_csv())) if r["row"] == "Δ (%)")
+    assert row["a"] == "" and row["b"] == "" and float(row["c"]) == 0.0
+    doc = json.loads(t.to_json())
+    assert doc["rows"][3]["values"]["a"] is None
+
+
+def test_table_from_confusion_matrices():
+    pred, target = random_batch(C=3, seed=5)
+    a, b = ConfusionMatrix(3).update(pred, target), ConfusionMatrix(3).update(target.clamp(max=2), target)
+    t = comparison_table({"baseline": a, "perfect": b}, TOY)
+    assert t["perfect"]["mIoU"] == pytest.approx(100)
+    assert t["baseline"]["mIoU"] == pytest.approx(100 * a.miou)
+    assert t["Δ"]["c"] == pytest.approx(100 * (1 - a.iou[2].item()))
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(results={"baseline": [50.0, 20.0, 40.0]}), ValueError, "divided by 100"),
+    (dict(results={"baseline": [0.5, 0.2]}), ValueError, "2 IoU values"),
+    (dict(results={"baseline": [-0.5, 0.2, 0.1]}), ValueError, "negative"),
+    (dict(results={}), ValueError, "empty"),
+    (dict(results={"a": [0.1] * 3, "b": [0.2] * 3}), KeyError, "no baseline 'baseline'"),
+    (dict(results={"baseline": [0.1] * 3, "b": [0.2] * 3, "c": [0.3] * 3}), ValueError, "other="),
+    (dict(results={"baseline": [0.1] * 3, "b": [0.2] * 3}, other="z"), KeyError, "must be one of"),
+    (dict(results={"baseline": [0.1] * 3}, order=[0, 1]), ValueError, "each of the 3 classes"),
+    (dict(results={"baseline": [0.1] * 3}, order=[0, 1, 1]), ValueError, "twice"),
+    (dict(results={"baseline": [0.1] * 3}, order=[0, 1, 5]), ValueError, "outside [0, 3)"),
+    (dict(results={"baseline": [0.1] * 3}, rare=["d"]), KeyError, "not a toy class"),
+])
+def test_table_errors(kwargs, error, message):
+    with pytest.raises(error) as e: comparison_table(labels=TOY, **kwargs)
+    assert message in str(e.value)
+
+
+def test_markdown_renderer():
+    md = toy_table().to_markdown().splitlines()
+    assert len(md) == 2 + 4
+    assert md[0] == "| Model | b† | c | a | mIoU | mIoU† |"
+    assert all(line.count("|") == 1 + 6 for line in md)  # 6 cells: row name, 3 classes, 2 means
+    assert md[3] == "| ours | 30.0 | 40.0 | 60.0 | 43.3 | 30.0 |"
+    assert md[5].split(" | ")[4] == "18.2"
+    assert toy_table().to_markdown(decimals=2).splitlines()[2].split(" | ")[4] == "36.67"
+    assert toy_table()._repr_markdown_() == toy_table().to_markdown()
+
+
+def test_text_renderer_is_fixed_width():
+    t = toy_table()
+    lines = t.to_text().splitlines()
+    assert len(lines) == 5 and lines[0].split() == ["Model", "b†", "c", "a", "mIoU", "mIoU†"]
+    assert len({len(line) for line in lines}) == 1  # right-aligned numbers: every line as wide as the header
+    assert lines[3].split() == ["Δ", "10.0", "0.0", "10.0", "6.7", "10.0"]
+    transposed = t.to_text(transpose=True).splitlines()
+    assert len(transposed) == 1 + 5 and transposed[0].split() == ["Model", "baseline", "ours", "Δ", "Δ", "(%)"]
+    assert str(t) == t.to_text()
+    negative_zero = comparison_table({"baseline": [0.5, 0.5, 0.5], "ours": [0.4996, 0.5, 0.5]}, TOY)
+    assert "-0.0" not in negative_zero.to_text()
+
+
+def test_csv_round_trip(tmp_path):
+    t = toy_table()
+    text = t.to_csv(tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text(encoding="utf-8") == text
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["row", "kind", "b", "c", "a", "mIoU", "mIoU_dagger"]
+    assert [(r["row"], r["kind"]) for r in rows] == list(zip(t.rows, t.kinds))
+    back = np.array([[float(r[c]) for c in t.columns] for r in rows])
+    np.testing.assert_array_equal(back, t.values)  # full precision
+    rounded = list(csv.DictReader(io.StringIO(t.to_csv(decimals=1))))
+    assert rounded[0]["mIoU"] == "36.7"
+
+
+def test_json_round_trip(tmp_path):
+    t = toy_table()
+    doc = json.loads(t.to_json(tmp_path / "t.json"))
+    assert json.loads((tmp_path / "t.json").read_text(encoding="utf-8")) == doc
+    assert doc["unit"] == "percent" and doc["columns"] == t.columns and doc["rare"] == ["b"]
+    assert [(r["name"], r["kind"]) for r in doc["rows"]] == list(zip(t.rows, t.kinds))
+    np.testing.assert_array_equal([[r["values"][c] for c in t.columns] for r in doc["rows"]], t.values)
+    assert json.loads(t.to_json(decimals=1))["rows"][0]["values"]["mIoU"] == 36.7
+
+
+# ----------------------------------------------------------------------------------------- Table 1 of the paper, HRNetV1
+
+# Typed from the paper's Table 1 (classes by increasing pixel share, then mIoU and mIoU-dagger), independently of the
+# library's copy.
+T1_COLUMNS = ["motorcycle", "rider", "traffic light", "train", "bus", "truck", "bicycle", "traffic sign", "wall", "fence",
+              "terrain", "person", "pole", "sky", "sidewalk", "car", "vegetation", "building", "road"]
+T1_HRNETV1 = {
+    "Baseline": "47.9 53.5 63.3 47.3 71.8 48.6 72.8 72.8 44.7 52.0 61.5 77.0 56.7 93.5 81.6 92.9 91.5 90.5 97.5 69.3 58.1",
+    "Ours": "50.2 55.7 65.3 48.0 73.4 48.6 74.1 75.3 47.1 53.7 61.9 78.7 61.6 94.0 82.3 93.3 92.1 91.1 97.6 70.7 59.7",
+    "Δ": "2.3 2.2 2.0 0.7 1.6 0.0 1.3 2.5 2.4 1.7 0.4 1.7 4.9 0.5 0.7 0.4 0.6 0.6 0.1 1.4 1.6",
+    "Δ (%)": "4.8 4.1 3.2 1.5 2.2 0.0 1.8 3.4 5.4 3.3 0.7 2.2 8.6 0.5 0.9 0.4 0.7 0.7 0.1 2.0 2.9",
+}
+T1 = {k: np.array(v.split(), dtype=float) for k, v in T1_HRNETV1.items()}
+
+
+def hrnetv1_table():
+    results = {}
+    for name in ("Baseline", "Ours"):
+        iou = np.zeros(19)
+        for col, v in zip(T1_COLUMNS, T1[name]): iou[CITYSCAPES.index(col)] = v / 100
+        results[name] = iou
+    return comparison_table(results, CITYSCAPES, baseline="Baseline")
+
+
+def test_table1_layout():
+    t = hrnetv1_table()
+    assert t.classes == T1_COLUMNS
+    assert t.header[:10] == [c + "†" for c in T1_COLUMNS[:9]] + ["fence"]
+    assert t.header[-2:] == ["mIoU", "mIoU†"]
+
+
+def test_table1_hrnetv1_per_class_rows_match_the_paper_exactly():
+    t = hrnetv1_table()
+    for row in ("Baseline", "Ours", "Δ", "Δ (%)"):
+        np.testing.assert_array_equal(np.round(t.values[t.rows.index(row), :19], 1), T1[row][:19], err_msg=row)
+
+
+def test_table1_hrnetv1_means_match_the_paper():
+    t = hrnetv1_table()
+    for row in ("Baseline", "Ours"):  # mIoU over 19 classes, mIoU-dagger over the 9 rarest
+        np.testing.assert_array_equal(np.round(t.values[t.rows.index(row), 19:], 1), T1[row][19:], err_msg=row)
+    assert t["Baseline"]["mIoU"] == pytest.approx(1317.4 / 19) and t["Baseline"]["mIoU_dagger"] == pytest.approx(522.7 / 9)
+    assert round(t["Δ"]["mIoU"], 1) == T1["Δ"][19] and round(t["Δ (%)"]["mIoU"], 1) == T1["Δ (%)"][19]
+    assert round(t["Δ (%)"]["mIoU_dagger"], 1) == T1["Δ (%)"][20]
+    # Δ of mIoU-dagger: 1.67 from the unrounded means; the paper prints 59.7 - 58.1 = 1.6, within the rounding of the means
+    assert t["Δ"]["mIoU_dagger"] == pytest.approx(1.667, abs=1e-3)
+    assert abs(t["Δ"]["mIoU_dagger"] - T1["Δ"][20]) <= 0.1
+    assert round(T1["Ours"][20] - T1["Baseline"][20], 1) == T1["Δ"][20]
+
+
+def test_table1_library_copy_and_paper_results():
+    for row, values in T1.items(): np.testing.assert_array_equal(PAPER_TABLE1["HRNetV1"][row], values)
+    res = paper_results("HRNetV1")
+    assert res["Baseline"][CITYSCAPES.index("motorcycle")] == pytest.approx(0.479)
+    assert res["Ours"][CITYSCAPES.index("road")] == pytest.approx(0.976)
+    with pytest.raises(KeyError, match="HRNetV1"): paper_results("HRNetV3")
+
+
+@pytest.mark.parametrize("model", list(PAPER_TABLE1))
+def test_every_table1_block_per_class_and_means(model):
+    t = comparison_table(paper_results(model), CITYSCAPES, baseline="Baseline")
+    block = {k: np.array(v) for k, v in PAPER_TABLE1[model].items()}
+    for row in ("Baseline", "Ours"): np.testing.assert_array_equal(np.round(t.values[t.rows.index(row)], 1), block[row])
+    for row in ("Δ", "Δ (%)"): np.testing.assert_array_equal(np.round(t.values[t.rows.index(row), :19], 1), block[row][:19])
+    # the paper's Δ (%) of mIoU-dagger is the mean of the nine per-class Δ (%), not the relative change of the means
+    assert round(block["Δ (%)"][:9].mean(), 1) == block["Δ (%)"][20]
