@@ -5,6 +5,7 @@
 # %% ../nbs/05_dropclass.ipynb #45ea0002
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -17,7 +18,7 @@ from .importance import region_weights, upsample_adjoint
 from .losses import check_labels, upsample_logits
 
 # %% auto #0
-__all__ = ['IMPORTANCES', 'INFERENCES', 'DropClassOutput', 'compensation', 'DropClass']
+__all__ = ['IMPORTANCES', 'INFERENCES', 'NORMS', 'DropClassOutput', 'compensation', 'DropClass']
 
 # %% ../nbs/05_dropclass.ipynb #45ea0005
 IMPORTANCES = ("weight", "class")  # S^c = W_c (official), or Eq. 1 over the pixels of class c (text)
@@ -35,14 +36,21 @@ class DropClassOutput(NamedTuple):
     upsample: Callable[[Tensor], Tensor] = _identity  # the model's output stage: logits -> its output size, as in eval
 
 
+NORMS = ("batch", "group", "none")  # normalisation of the compensating layer
+
+
 def compensation(
     channels: int,  # K, channels of the feature map
     kernel_size: int = 1,  # 1 in the official code
+    norm: str = "batch",  # "batch" (official), "group" (32 groups or fewer, for small per-device batches) or "none"
 ) -> nn.Sequential:
-    "The compensating layer after Eq. 4: Conv2d(K, K) with bias, BatchNorm2d(K), ReLU."
+    "The compensating layer after Eq. 4: Conv2d(K, K) with bias, a normalisation (BatchNorm2d officially), ReLU."
     if kernel_size < 1 or kernel_size % 2 == 0: raise ValueError(f"compensation_kernel must be a positive odd size, got {kernel_size}")
-    return nn.Sequential(nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True),
-                         nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+    if norm not in NORMS: raise ValueError(f"compensation_norm must be one of {NORMS}, got {norm!r}")
+    layers = [nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True)]
+    if norm == "batch": layers.append(nn.BatchNorm2d(channels))
+    if norm == "group": layers.append(nn.GroupNorm(math.gcd(32, channels), channels))
+    return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 # %% ../nbs/05_dropclass.ipynb #45ea0007
 def _choice(name, value, allowed):
@@ -61,6 +69,7 @@ class DropClass(nn.Module):
         classifier: nn.Module | None = None,  # ... and a 1x1 nn.Conv2d(K, C)
         drop_prob: float = 1.0,  # probability p of dropping a class per batch; a schedule ramps it (`DropSchedule`)
         compensation_kernel: int = 1,  # kernel size of the compensating conv (official: 1)
+        compensation_norm: str = "batch",  # its normalisation: "batch" (official), "group" or "none"
         average: str = "kept",  # Eq. 4 denominator: "kept" (official) or "all" (paper)
         importance: str = "weight",  # S^c: "weight" = W_c (official) or "class" = Eq. 1 over the pixels of c
         detach_importance: bool = False,  # stop gradients through S^c (official: False)
@@ -83,7 +92,8 @@ class DropClass(nn.Module):
         self.inference = _choice("inference", inference, INFERENCES)
         self.detach_importance = detach_importance
         self.drop_prob = drop_prob
-        self.compensate = compensation(self.channels, compensation_kernel)
+        self.compensate = compensation(self.channels, compensation_kernel, compensation_norm)
+        self.generator: torch.Generator | None = None  # random stream of the dropped class (default: torch's global one)
 
     @property
     def drop_prob(self) -> float:
@@ -153,7 +163,7 @@ def forward(
     labels: Tensor | None = None,  # (B, H, W) labels, needed only by importance="class"
 ):  # training: DropClassOutput(logits, drop_logits, dropped); eval: logits tensor
     "Training: sample z with probability `drop_prob` and return both branches. Eval: the prediction, as the wrapped model's."
-    if self.training: return self.branches(x, sample_drop(self.num_classes, self.drop_prob), labels)
+    if self.training: return self.branches(x, sample_drop(self.num_classes, self.drop_prob, self.generator), labels)
     return self.predict(x)
 
 

@@ -247,3 +247,25 @@ def test_bad_inputs_are_explained():
     region = DropClass(smp_model("FPN"), importance="class")
     with pytest.raises(ValueError, match="needs the labels"):
         region(torch.randn(2, 3, 64, 64))
+
+
+@pytest.mark.parametrize("norm, layer", [("batch", nn.BatchNorm2d), ("group", nn.GroupNorm), ("none", None)])
+def test_compensation_norm_options(norm, layer):
+    wrapped = DropClass(smp_model("FPN"), compensation_norm=norm)
+    kinds = [type(m) for m in wrapped.compensate]
+    assert (layer in kinds) if layer else kinds == [nn.Conv2d, nn.ReLU]
+    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, C, (2, 64, 64))
+    train_and_eval_step(wrapped, x, y, wrapped.model.encoder)
+    with pytest.raises(ValueError, match="compensation_norm must be one of"):
+        DropClass(smp_model("FPN"), compensation_norm="layer")
+
+
+def test_dropped_class_from_a_dedicated_generator():
+    wrapped = DropClass(smp_model("FPN"), drop_prob=1.0)
+    x = torch.randn(2, 3, 64, 64)
+    draws = []
+    for _ in range(2):
+        wrapped.generator = torch.Generator().manual_seed(7)
+        torch.manual_seed(torch.randint(0, 1000, ()).item())  # the global stream is different each time
+        draws.append([wrapped(x).dropped for _ in range(5)])
+    assert draws[0] == draws[1]
