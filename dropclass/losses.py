@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -180,7 +181,12 @@ class UpsampledCrossEntropy(torch.autograd.Function):
         valid = labels != ignore_index
         target = labels.masked_fill(~valid, 0).unsqueeze(1)  # (B, 1, H, W), ignored pixels point at class 0 ...
         pixel_w = valid.to(dtype) if weight is None else weight.to(dtype)[target[:, 0]] * valid  # ... with weight 0
-        total_w = pixel_w.sum().clamp_min(torch.finfo(dtype).tiny)
+        total_w = pixel_w.sum()
+        if ctx.needs_input_grad[0] and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            total_w = total_w.clone()
+            dist.all_reduce(total_w)  # every process divides by the mean labelled weight of all processes
+            total_w = total_w / dist.get_world_size()
+        total_w = total_w.clamp_min(torch.finfo(dtype).tiny)
         loss = -(lsm.gather(1, target)[:, 0] * pixel_w).sum() / total_w
         if ctx.needs_input_grad[0]:
             grad = lsm.exp_()  # softmax, in place

@@ -1,0 +1,190 @@
+"""Training: configuration, exact resumption, atomic and validated checkpoints, methods, DDP, the command line."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from dropclass.cli import main as cli
+from dropclass.train import TrainConfig, config_from, load_checkpoint, load_model, train
+
+
+def tiny(out, **kw):
+    return config_from("tiny", {"out_dir": str(out), **kw})
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def same(a, b, atol=0.0):
+    return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0) for k in a)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(step):
+    def cb(entry):
+        if entry.get("step") == step: raise Stop()
+    return cb
+
+
+def test_config_json_file_and_overrides(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"method": "baseline", "max_iters": 7, "crop_size": [32, 64]}))
+    cfg = config_from(f, ["lr=0.5", "model_args={\"decoder_segmentation_channels\": 32}"])
+    assert (cfg.method, cfg.max_iters, cfg.crop_size, cfg.lr) == ("baseline", 7, (32, 64), 0.5)
+    assert cfg.model_args == {"decoder_segmentation_channels": 32}
+    f.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        config_from(f)
+    with pytest.raises(ValueError, match="resample must be"):
+        config_from("tiny", ["resample=class:car"])
+    with pytest.raises(ValueError, match="expected true or false"):
+        config_from("tiny", ["amp=maybe"])
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run_whatever_the_workers(tmp_path):
+    train(tiny(tmp_path / "full"))
+    with pytest.raises(Stop):
+        train(tiny(tmp_path / "cut", log_every=1), callbacks=[stop_at(5)])
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 3
+    train(tiny(tmp_path / "cut", num_workers=2))  # resumed, and with data workers this time
+    assert same(weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt"))
+    history = [json.loads(l) for l in (tmp_path / "cut" / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["step"] == 6
+
+
+def test_seeds_matter(tmp_path):
+    train(tiny(tmp_path / "a"))
+    train(tiny(tmp_path / "b", seed=1))
+    assert not same(weights(tmp_path / "a" / "last.pt"), weights(tmp_path / "b" / "last.pt"))
+
+
+def test_a_stop_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, monkeypatch):
+    import dropclass.data.io as io
+    calls = {"n": 0}
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == 2: raise KeyboardInterrupt  # the second checkpoint is cut off half-written
+        return real_fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", failing_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, ckpt_every=2))
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2  # the first one, intact
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no half-written file left behind
+    monkeypatch.setattr(io.os, "fsync", real_fsync)
+    train(tiny(tmp_path, ckpt_every=2))  # and the run resumes from it
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 6
+
+
+def test_corrupt_checkpoint_and_other_settings_are_explained(tmp_path):
+    train(tiny(tmp_path))
+    with pytest.raises(ValueError, match="written by a run with other settings.*lr"):
+        train(tiny(tmp_path, lr=0.5))
+    (tmp_path / "last.pt").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(ValueError, match="not a readable checkpoint.*Delete it to start over"):
+        train(tiny(tmp_path))
+    train(tiny(tmp_path, resume=False))  # resume=false starts over
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 6
+
+
+@pytest.mark.parametrize("kw", [dict(method="baseline"), dict(method="ignore_label"),
+                                dict(class_weights="median", resample="class:car:2"),
+                                dict(class_weights="hrnet", resample="rfs:0.5", ramp="iter"),
+                                dict(importance="class", average="all", inference="plain", eval_every=3)])
+def test_methods_and_options_run(tmp_path, kw):
+    metrics = train(tiny(tmp_path, **kw))
+    assert set(metrics["splits"]) == {"val", "counterfactual"}
+    assert 0 <= metrics["splits"]["val"]["miou"] <= 1 and len(metrics["splits"]["val"]["iou"]) == 19
+    assert (tmp_path / "best.pt").is_file() and (tmp_path / "metrics.json").is_file()
+    if kw.get("class_weights") in ("median", "hrnet"): assert (tmp_path / "class_stats.json").is_file()
+
+
+def test_training_lowers_the_loss(tmp_path):
+    train(tiny(tmp_path, max_iters=30, log_every=1, ckpt_every=30))
+    ce = [json.loads(l)["ce"] for l in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert sum(ce[-5:]) / 5 < 0.7 * sum(ce[:5]) / 5
+
+
+def test_load_model_predicts(tmp_path):
+    train(tiny(tmp_path))
+    model, cfg = load_model(tmp_path / "last.pt")
+    assert cfg.method == "dropclass" and not model.training
+    assert model(torch.randn(2, 3, 64, 128)).shape == (2, 19, 64, 128)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_matches_one_process_with_twice_the_batch(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent("""
+        import json, sys
+        from dropclass.train import config_from, train
+        train(config_from("tiny", json.loads(sys.argv[1])))
+    """))
+    common = {"optimizer": "sgd", "lr": 0.05, "max_iters": 4, "ckpt_every": 4, "p_max": 1.0, "iters_per_epoch": 1}
+    single = {**common, "batch_size": 4, "out_dir": str(tmp_path / "single")}
+    double = {**common, "batch_size": 2, "out_dir": str(tmp_path / "ddp")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), json.dumps(single)], check=True, env=env)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+                          f"--master_port={_free_port()}", str(script), json.dumps(double)],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, b = weights(tmp_path / "single" / "last.pt"), weights(tmp_path / "ddp" / "last.pt")
+    assert same(a, b, atol=1e-5)
+    # the comparison can tell: one process with the per-process batch of 2 trains to other weights
+    subprocess.run([sys.executable, str(script), json.dumps({**double, "out_dir": str(tmp_path / "half")})], check=True, env=env)
+    assert not same(weights(tmp_path / "half" / "last.pt"), b, atol=1e-5)
+    ma = json.loads((tmp_path / "single" / "metrics.json").read_text())["splits"]["val"]["miou"]
+    mb = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["splits"]["val"]["miou"]
+    assert abs(ma - mb) < 1e-3  # evaluation sharded over the processes and summed
+
+
+def test_cli_train_eval_and_demo_end_to_end(tmp_path, capsys):
+    assert cli(["train", "--config", "tiny", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "val: mIoU" in capsys.readouterr().out
+    assert cli(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--split", "val", "counterfactual",
+                "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
+    assert set(json.loads((tmp_path / "m.json").read_text())["splits"]) == {"val", "counterfactual"}
+    small = ["arch=tiny", "train_length=32", "eval_length=8", "crop_size=64x128", "scale_range=1,1", "batch_size=4",
+             "max_iters=4", "compensation_norm=group", "class_weights=none", "model_args={}"]
+    assert cli(["demo", "--quick", "--out", str(tmp_path / "demo"), "--quiet"] + sum((["--set", s] for s in small), [])) == 0
+    printed = capsys.readouterr().out
+    assert "val split" in printed and "counterfactual split" in printed and "Δ" in printed
+    assert {"report.md", "results.json", "loss_curves.png", "iou_per_class.png"} <= {p.name for p in (tmp_path / "demo").iterdir()}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--config", "nope"], "unknown preset 'nope'"),
+    (["train", "--config", "tiny", "--set", "method=magic"], "method must be one of"),
+    (["train", "--config", "tiny", "--set", "lr"], "key=value"),
+    (["eval", "--checkpoint", "/nonexistent.pt"], "no checkpoint at"),
+    (["train", "--config", "tiny", "--set", "dataset=cityscapes", "--set", "data_root=/nonexistent"], "Expected layout"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_help():
+    out = subprocess.run([sys.executable, "-c", "from dropclass.cli import main; main(['train', '--help'])"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "--config" in out.stdout and "--set" in out.stdout
