@@ -114,7 +114,7 @@ def write_report(
                          **({"length": cfg.eval_length} if cfg.dataset == "synthetic" and cfg.eval_length else {}))
         files.append(_save(predictions_figure(models, ds, list(range(min(examples, len(ds)))), labels, f"{split} split"),
                            out / f"predictions_{split}.png"))
-    summary = {"splits": {s: {n: {k: results[n]["splits"][s][k] for k in ("miou", "miou_dagger", "pixel_accuracy")}
+    summary = {"splits": {s: {n: {k: results[n]["splits"][s][k] for k in ("miou", "miou_dagger", "pixel_accuracy", "iou")}
                               for n in names} for s in splits},
                "tables": {s: json.loads(t.to_json()) for s, t in tables.items()}, "config": first["config"],
                "runs": {n: str(r) for n, r in runs.items()}}
