@@ -121,3 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ndropclass {args.command}: interrupted. Checkpoints written so far are complete: run the same command "
               "again to continue from the last one.", file=sys.stderr)
         return 130
+
+# %% ../nbs/23_cli.ipynb #b7c50012
+if __name__ == "__main__": sys.exit(main())
