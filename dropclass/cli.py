@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Train a baseline and a DropClass model with identical settings on built-in synthetic street "
                                    "scenes (nothing is downloaded), evaluate both on the val and counterfactual splits, print "
                                    "the comparison in the paper's Table 1 layout and write a report folder with figures. "
-                                   "About eight minutes on two CPU cores; --quick runs the whole pipeline in about two.")
+                                   "About eight and a half minutes on two CPU cores; --quick runs the whole pipeline in about two.")
     d.add_argument("--quick", action="store_true", help="smaller scenes and fewer iterations: checks the pipeline, too short to compare methods")
     d.add_argument("--out", default="runs/demo", help="folder for the runs and the report (default: runs/demo)")
     d.add_argument("--seed", type=int, default=0, help="seed of both runs (default: 0)")

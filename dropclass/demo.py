@@ -152,6 +152,10 @@ def run_demo(
     for method in DEMO_METHODS:
         cfg = config_from("demo-quick" if quick else "demo", [*(overrides or []), f"method={method}",
                                                               f"out_dir={out / method}", f"seed={seed}", f"progress={progress}"])
+        stats = [runs[m] / "class_stats.json" for m in runs if (runs[m] / "class_stats.json").is_file()]
+        if stats and not (Path(cfg.out_dir) / "class_stats.json").is_file():  # same training set: count its classes once
+            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(Path(cfg.out_dir) / "class_stats.json", stats[0].read_bytes())
         if progress: print(f"training {method} ({cfg.arch}-{cfg.encoder}, {cfg.max_iters} iterations) in {cfg.out_dir}")
         train(cfg)
         runs[method] = Path(cfg.out_dir)

@@ -124,12 +124,12 @@ def _parse_resample(text: str):
 
 # %% ../nbs/21_train.ipynb #f7e00010
 PRESETS: dict[str, dict] = {
-    # the README's main job: FPN-resnet18 from random weights on synthetic scenes at 128x256, about four minutes per
+    # the README's main job: FPN-resnet18 from random weights on synthetic scenes at 128x256, under four minutes per
     # model on two CPU cores. Median-frequency class weights, as in the paper's Table 1; AdamW, because SGD learns too
     # slowly from random weights in so few iterations.
     "demo": dict(method="dropclass", arch="FPN", encoder="resnet18", model_args={"decoder_segmentation_channels": 64},
                  dataset="synthetic", train_length=3000, eval_length=200, crop_size=(128, 256), batch_size=8,
-                 max_iters=360, optimizer="adamw", lr=2e-3, weight_decay=1e-4, class_weights="median", ckpt_every=60),
+                 max_iters=300, optimizer="adamw", lr=2e-3, weight_decay=1e-4, class_weights="median", ckpt_every=60),
     # the same pipeline in under a minute per model: smaller scenes, fewer iterations (a smoke run, not a result)
     "demo-quick": dict(method="dropclass", arch="FPN", encoder="resnet18", model_args={"decoder_segmentation_channels": 64},
                        dataset="synthetic", train_length=1000, eval_length=60, crop_size=(96, 192), batch_size=8,
