@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one model from a preset or a JSON config",
                        description="Train one model. The run folder gets last.pt (resumable), best.pt, history.jsonl and "
                                    "metrics.json; running the same command again resumes from last.pt.")
-    t.add_argument("--config", default="demo", help="a preset name (see `dropclass presets`) or a JSON file of settings (default: demo)")
+    t.add_argument("--config", "--preset", dest="config", default="demo",
+                   help="a preset name (see `dropclass presets`) or a JSON file of settings (default: demo)")
+    t.add_argument("--data-root", default=None, help="dataset folder (Cityscapes or VOC); the same as --set data_root=...")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="change a setting, e.g. --set method=baseline --set max_iters=1000 (repeatable)")
     t.add_argument("--out", default=None, help="run folder (default: the config's out_dir)")
@@ -76,7 +78,8 @@ def _demo(args) -> int:
 
 def _train(args) -> int:
     from dropclass.train import config_from, train
-    overrides = list(args.overrides) + ([f"out_dir={args.out}"] if args.out else []) + (["progress=false"] if args.quiet else [])
+    overrides = (list(args.overrides) + ([f"out_dir={args.out}"] if args.out else []) + (["progress=false"] if args.quiet else [])
+                 + ([f"data_root={args.data_root}"] if args.data_root else []))
     cfg = config_from(args.config, overrides)
     metrics = train(cfg)
     for split, m in metrics.get("splits", {}).items():
@@ -144,4 +147,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 # %% ../nbs/23_cli.ipynb #b7c50012
+#| eval: false
 if __name__ == "__main__": sys.exit(main())

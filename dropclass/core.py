@@ -13,15 +13,16 @@ import torch.nn as nn
 from torch import Tensor
 
 from .adapters import FeaturesClassifier, check_classifier, convert_head_to_1x1, find_adapter
-from .features import AVERAGES, dropped_features, sample_drop
-from .importance import region_weights, upsample_adjoint
+from .features import AVERAGES, class_features, drop_average, dropped_features, sample_drop
+from .importance import conv1x1_importance, region_weights, upsample_adjoint
 from .losses import check_labels, upsample_logits
 
 # %% auto #0
-__all__ = ['IMPORTANCES', 'INFERENCES', 'NORMS', 'DropClassOutput', 'compensation', 'DropClass']
+__all__ = ['IMPORTANCES', 'FORMS', 'INFERENCES', 'NORMS', 'DropClassOutput', 'compensation', 'DropClass']
 
 # %% ../nbs/05_dropclass.ipynb #45ea0005
 IMPORTANCES = ("weight", "class")  # S^c = W_c (official), or Eq. 1 over the pixels of class c (text)
+FORMS = ("closed", "reference")  # how Eq. 2-4 are computed: closed form, or every A^c materialised (notebook 02)
 INFERENCES = ("drop", "plain")  # predict through the drop branch with nothing dropped (official), or h(A)
 
 
@@ -75,6 +76,7 @@ class DropClass(nn.Module):
         detach_importance: bool = False,  # stop gradients through S^c (official: False)
         inference: str = "drop",  # eval-mode prediction: "drop" branch with nothing dropped (official) or "plain" h(A)
         convert_head: bool = False,  # replace a k x k classifier with a 1x1 one (`convert_head_to_1x1`)
+        form: str = "closed",  # Eq. 2-4 in "closed" form (always for training) or as the "reference" form (for comparisons)
     ):
         super().__init__()
         if (model is None) == (features is None and classifier is None):
@@ -91,6 +93,7 @@ class DropClass(nn.Module):
         self.importance = _choice("importance", importance, IMPORTANCES)
         self.inference = _choice("inference", inference, INFERENCES)
         self.detach_importance = detach_importance
+        self.form = _choice("form", form, FORMS)
         self.drop_prob = drop_prob
         self.compensate = compensation(self.channels, compensation_kernel, compensation_norm)
         self.generator: torch.Generator | None = None  # random stream of the dropped class (default: torch's global one)
@@ -137,7 +140,9 @@ def _drop_logits(self: DropClass, A: Tensor, z: int | None, x: Tensor, labels: T
     weight = cls.weight.detach() if self.detach_importance else cls.weight
     m = None
     if self.importance == "class" and labels is not None: m = _class_pixel_factor(self, A, x, labels)
-    return cls(self.compensate(dropped_features(A, weight, z, self.average, m)))
+    if self.form == "reference": A_drop = drop_average(class_features(A, conv1x1_importance(weight, m)), z, self.average)
+    else: A_drop = dropped_features(A, weight, z, self.average, m)
+    return cls(self.compensate(A_drop))
 
 DropClass._drop_logits = _drop_logits
 

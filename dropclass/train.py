@@ -33,12 +33,13 @@ from .data.transforms import eval_transforms, train_transforms
 from .features import sample_drop
 from .losses import DropClassLoss, DropSchedule, drop_labels, upsampled_cross_entropy
 from .metrics import ConfusionMatrix, evaluate
+from .models import PAPER_MODELS, load_pretrained, paper_model
 
 # %% auto #0
 __all__ = ['METHODS', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from', 'seed_everything', 'rng_states',
            'set_rng_states', 'save_checkpoint', 'load_checkpoint', 'Dist', 'init_distributed', 'resolve_device',
            'EpochOrder', 'BatchKeys', 'SeededAugment', 'class_weights_for', 'training_stats', 'tiny_net', 'build_model',
-           'load_encoder_weights', 'step_loss', 'evaluate_split', 'train', 'load_model']
+           'step_loss', 'evaluate_split', 'train', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -49,9 +50,9 @@ class TrainConfig:
     "Everything a training run depends on (see the field comments for the meaning and the choice of each default)."
     # what is trained
     method: str = "dropclass"  # "baseline", "dropclass" or "ignore_label" (Table 6's ablation)
-    arch: str = "FPN"  # an smp architecture (FPN, DeepLabV3Plus, Unet, ...) or "tiny" (a small conv net for tests)
+    arch: str = "FPN"  # an smp architecture (FPN, DeepLabV3Plus, Unet, ...), a paper model (hrnetv2_w18_small_v1, hrnetv2_w18_small_v2, hrnetv2_w18, deeplabv3_mobilenet_v3_large) or "tiny" (for tests)
     encoder: str = "resnet18"  # smp encoder name; nothing is downloaded: weights come from `encoder_weights`
-    encoder_weights: str | None = None  # local file with pretrained encoder weights; None starts from random weights
+    encoder_weights: str | None = None  # local file with pretrained backbone weights (timm, torchvision or smp); None: random weights
     model_args: dict = field(default_factory=dict)  # further keyword arguments of the smp architecture, e.g. {"decoder_segmentation_channels": 64}
     convert_head: bool = True  # give 3x3-headed models a 1x1 classifier, in every method, so that they stay comparable
     # data
@@ -89,6 +90,7 @@ class TrainConfig:
     inference: str = "drop"  # predict through the drop branch (official) or "plain"
     compensation_kernel: int = 1  # official: 1
     compensation_norm: str = "batch"  # official: "batch"; "group" for small per-device batches
+    form: str = "closed"  # Eq. 2-4 in closed form, or "reference" (every A^c materialised; for measuring the difference)
     # runtime
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # bf16 autocast on CUDA (no effect on the CPU)
@@ -134,6 +136,29 @@ PRESETS: dict[str, dict] = {
     "demo-quick": dict(method="dropclass", arch="FPN", encoder="resnet18", model_args={"decoder_segmentation_channels": 64},
                        dataset="synthetic", train_length=1000, eval_length=60, crop_size=(96, 192), batch_size=8,
                        max_iters=120, optimizer="adamw", lr=2e-3, weight_decay=1e-4, class_weights="median", ckpt_every=60),
+    # The paper's recipes (REFERENCE_FACTS): batch_size is per process, so run them with
+    # `torchrun --nproc_per_node 4 -m dropclass.cli train --preset <name> --data-root <cityscapes>` for the official 4 GPUs.
+    # DropClass, official Cityscapes recipe: 4 x 12 images, 968 epochs of 61 iterations (59,048), SGD lr 0.004, HRNet's class weights
+    **{f"cityscapes-dropclass-{short}": dict(
+        method="dropclass", arch=arch, dataset="cityscapes", crop_size=(512, 1024), scale_range=(0.5, 2.0), batch_size=12,
+        eval_batch_size=2, num_workers=8, max_iters=59048, iters_per_epoch=61, ramp="epoch", optimizer="sgd", lr=0.004,
+        momentum=0.9, weight_decay=5e-4, poly_power=0.9, class_weights="hrnet_cityscapes", seed=777, eval_every=6100,
+        ckpt_every=1000, log_every=50, eval_splits=(), train_length=None, eval_length=None)
+       for short, arch in (("hrnet-v1", "hrnetv2_w18_small_v1"), ("hrnet-v2", "hrnetv2_w18_small_v2"),
+                           ("deeplabv3-mobilenet", "deeplabv3_mobilenet_v3_large"))},
+    # HRNet's own Cityscapes baseline recipe: batch 12 in all (3 per GPU on 4 GPUs), 484 epochs (119,548 iterations), lr 0.01
+    **{f"cityscapes-baseline-{short}": dict(
+        method="baseline", arch=arch, dataset="cityscapes", crop_size=(512, 1024), scale_range=(0.5, 2.0), batch_size=3,
+        eval_batch_size=2, num_workers=8, max_iters=119548, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
+        poly_power=0.9, class_weights="hrnet_cityscapes", seed=777, eval_every=12350, ckpt_every=1000, log_every=50,
+        eval_splits=(), train_length=None, eval_length=None)
+       for short, arch in (("hrnet-v1", "hrnetv2_w18_small_v1"), ("hrnet-v2", "hrnetv2_w18_small_v2"))},
+    # Pascal VOC 2012 (train_aug when present): a DeepLab-style recipe, 512x512 crops, batch 16, 30,000 iterations
+    "voc-dropclass-deeplabv3-mobilenet": dict(
+        method="dropclass", arch="deeplabv3_mobilenet_v3_large", dataset="voc", crop_size=(512, 512), scale_range=(0.5, 2.0),
+        batch_size=16, eval_batch_size=1, num_workers=8, max_iters=30000, optimizer="sgd", lr=0.01, momentum=0.9,
+        weight_decay=1e-4, poly_power=0.9, class_weights="none", eval_every=3000, ckpt_every=1000, log_every=50,
+        eval_splits=(), train_length=None, eval_length=None),
     # a few seconds: the tests and the notebooks
     "tiny": dict(arch="tiny", dataset="synthetic", train_length=64, eval_length=16, crop_size=(64, 128),
                  scale_range=(1.0, 1.0), batch_size=4, eval_batch_size=8, max_iters=6, optimizer="adamw", lr=3e-3,
@@ -370,34 +395,22 @@ def tiny_net(num_classes: int, width: int = 32) -> FeaturesClassifier:
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    "The model of a config: an smp architecture (or the tiny net), wrapped in DropClass for method='dropclass'."
+    "The model of a config: a paper model, an smp architecture or the tiny net, wrapped in DropClass for method='dropclass'."
     if cfg.arch == "tiny": model = tiny_net(num_classes)
+    elif cfg.arch in PAPER_MODELS: model = paper_model(cfg.arch, num_classes)
     else:
         try: cls = getattr(smp, cfg.arch)
         except AttributeError:
-            raise ValueError(f"unknown architecture {cfg.arch!r}; smp has {', '.join(a for a in dir(smp) if a[0].isupper() and a[1].islower())}") from None
+            known = [a for a in dir(smp) if a[0].isupper() and a[1].islower()] + list(PAPER_MODELS)
+            raise ValueError(f"unknown architecture {cfg.arch!r}; the known ones are {', '.join(known)}") from None
         try: model = cls(encoder_name=cfg.encoder, encoder_weights=None, classes=num_classes, **cfg.model_args)
         except TypeError as e: raise ValueError(f"bad model_args for {cfg.arch}: {e}") from None
-        if cfg.encoder_weights is not None: load_encoder_weights(model, cfg.encoder_weights)
+    if cfg.encoder_weights is not None: load_pretrained(model, cfg.encoder_weights)
     if cfg.convert_head: convert_head_to_1x1(model)
     if cfg.method != "dropclass": return model
     return DropClass(model, average=cfg.average, importance=cfg.importance, detach_importance=cfg.detach_importance,
                      inference=cfg.inference, compensation_kernel=cfg.compensation_kernel,
-                     compensation_norm=cfg.compensation_norm)
-
-
-def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
-    "Load pretrained encoder weights from a local file (a state dict of the encoder, or of a whole smp model)."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no encoder weights at {path}; give the path of a local .pth file")
-    try: sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ValueError(f"{path} is not a readable weights file ({type(e).__name__})") from None
-    sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-    sd = {k.removeprefix("encoder."): v for k, v in sd.items()}
-    missing, unexpected = model.encoder.load_state_dict(sd, strict=False)
-    if len(missing) > len(sd) // 2 or not sd:
-        raise ValueError(f"{path} does not fit the {type(model.encoder).__name__} encoder: {len(missing)} of its tensors are "
-                         f"missing from the file (e.g. {missing[:3]}); is it the weights of another encoder?")
+                     compensation_norm=cfg.compensation_norm, form=cfg.form)
 
 # %% ../nbs/21_train.ipynb #f7e00029
 def step_loss(model, cfg: TrainConfig, images, masks, it: int, schedule: DropSchedule | None, weight, gen: torch.Generator):
