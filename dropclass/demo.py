@@ -20,7 +20,7 @@ from .metrics import comparison_table
 from .train import config_from, load_model, train
 
 # %% auto #0
-__all__ = ['DEMO_METHODS', 'loss_figure', 'iou_figure', 'predictions_figure', 'write_report', 'run_demo']
+__all__ = ['DEMO_METHODS', 'loss_figure', 'iou_figure', 'predictions_figure', 'LiveLoss', 'write_report', 'run_demo']
 
 # %% ../nbs/22_demo.ipynb #5ea20006
 def _history(run: Path) -> list[dict]:
@@ -80,6 +80,35 @@ def predictions_figure(models: dict[str, torch.nn.Module], dataset, indices: lis
     return fig
 
 # %% ../nbs/22_demo.ipynb #5ea20010
+class LiveLoss:
+    "A figure of the loss parts of one or more runs, redrawn in place (in a notebook) as `train` logs."
+
+    def __init__(self, keys=("ce", "ce_drop", "sup")):
+        from IPython.display import display
+        self.keys, self.logs = keys, {}
+        self.fig = Figure(figsize=(7, 3))
+        self.ax = self.fig.subplots()
+        self.handle = display(self.fig, display_id=True)
+
+    def for_run(self, name: str):
+        "The callback to pass to `train(cfg, callbacks=[...])` for the run called `name`."
+        self.logs[name] = []
+        def callback(entry):
+            if "ce" not in entry: return
+            self.logs[name].append(entry)
+            self.draw()
+        return callback
+
+    def draw(self):
+        self.ax.clear()
+        for name, log in self.logs.items():
+            for k in self.keys:
+                if log and k in log[0]: self.ax.plot([e["step"] for e in log], [e[k] for e in log], label=f"{name}: {k}")
+        self.ax.set_yscale("log"); self.ax.set_xlabel("iteration")
+        if any(self.logs.values()): self.ax.legend(fontsize=7)
+        if self.handle is not None: self.handle.update(self.fig)
+
+# %% ../nbs/22_demo.ipynb #5ea20013
 def _save(fig: Figure, path: Path) -> str:
     import io
     buf = io.BytesIO()
@@ -135,7 +164,7 @@ def _markdown(summary, tables, files, cfg, names) -> str:
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in files] + [""]
     return "\n".join(lines)
 
-# %% ../nbs/22_demo.ipynb #5ea20012
+# %% ../nbs/22_demo.ipynb #5ea20015
 DEMO_METHODS = ("baseline", "dropclass")
 
 

@@ -78,3 +78,14 @@ def test_paper_recipes_are_valid_and_ask_for_their_data(name, tmp_path):
         assert (cfg.batch_size, cfg.lr, cfg.max_iters, cfg.seed, cfg.crop_size) == (12, 0.004, 59048, 777, (512, 1024))
     with pytest.raises(FileNotFoundError, match="[Ee]xpected layout|does not exist"):
         train(cfg)
+
+
+def test_gpu_benchmark_script_runs_tiny_on_cpu(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_gpu", __file__.replace("tests/test_models.py", "benchmarks/bench_gpu.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--tiny", "--device", "cpu", "--arch", "hrnetv2_w18_small_v1", "--out", str(tmp_path / "r.json")])
+    assert set(out["results"]) == {"baseline", "dropclass", "dropclass_reference"}
+    assert out["ratios"]["dropclass_step_time"] > 0 and out["results"]["dropclass"]["train"]["schedule_hours_1_gpu"] > 0
+    assert (tmp_path / "r.json").is_file()
