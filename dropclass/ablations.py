@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 
 from .data.io import atomic_write_bytes
-from .data.labels import CITYSCAPES
-from .train import Dist, _summary, config_from, evaluate_split, load_model, train
+from .train import Dist, config_from, evaluate_split, labels_for, load_model, split_summary, train
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'EVAL_ONLY', 'METRICS', 'ablation_config', 'run_variant', 'summarise_ablations', 'ablation_markdown',
@@ -55,8 +54,8 @@ def run_variant(variant: str, seed: int, runs: str | Path, preset: str = "demo",
     train(source)
     model, _ = load_model(Path(source.out_dir) / "last.pt")
     model.inference = cfg.inference
-    labels = CITYSCAPES
-    splits = {s: _summary(evaluate_split(model, cfg, s, torch.device("cpu"), Dist()), labels)
+    labels = labels_for(cfg)
+    splits = {s: split_summary(evaluate_split(model, cfg, s, torch.device("cpu"), Dist()), labels)
               for s in (cfg.val_split, *cfg.eval_splits)}
     atomic_write_bytes(cache, (json.dumps({"splits": splits, "source": str(source.out_dir)}, indent=2) + "\n").encode())
     return splits

@@ -90,17 +90,15 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     import dataclasses
-    from dropclass.train import Dist, _summary, evaluate_split, load_model, config_from
+    from dropclass.train import Dist, config_from, evaluate_split, labels_for, load_model, resolve_device, split_summary
     model, cfg = load_model(args.checkpoint)
-    saved = {k: v for k, v in dataclasses.asdict(cfg).items()}
-    cfg = config_from(None, {**saved, **dict(o.split("=", 1) for o in _checked(args.overrides)), "progress": not args.quiet})
-    model = model.to("cuda" if cfg.device == "auto" and __import__("torch").cuda.is_available() else "cpu")
-    from dropclass.data.datasets import get_dataset
-    results = {}
+    cfg = config_from(None, {**dataclasses.asdict(cfg), **dict(o.split("=", 1) for o in _checked(args.overrides)),
+                             "progress": not args.quiet})
+    device = resolve_device(cfg.device)
+    model, labels, results = model.to(device), labels_for(cfg), {}
     for split in args.splits or [cfg.val_split]:
-        cm = evaluate_split(model, cfg, split, next(model.parameters()).device, Dist())
-        labels = get_dataset(cfg.dataset, cfg.data_root, cfg.val_split, **({"length": 1} if cfg.dataset == "synthetic" else {})).labels
-        results[split] = _summary(cm, labels)
+        cm = evaluate_split(model, cfg, split, device, Dist())
+        results[split] = split_summary(cm, labels)
         order = labels.by_share() if labels.pixel_share else range(labels.num_classes)
         print(f"{split}: mIoU {100 * cm.miou:.1f}  mIoU-dagger {100 * results[split]['miou_dagger']:.1f}  "
               f"pixel accuracy {100 * cm.pixel_accuracy:.1f}")

@@ -17,7 +17,7 @@ from .data.labels import LabelSet, colorize
 from .data.datasets import get_dataset
 from .data.transforms import denormalize, eval_transforms
 from .metrics import comparison_table
-from .train import config_from, load_model, train
+from .train import config_from, labels_for, load_model, train
 
 # %% auto #0
 __all__ = ['DEMO_METHODS', 'loss_figure', 'iou_figure', 'predictions_figure', 'LiveLoss', 'write_report', 'run_demo']
@@ -127,7 +127,7 @@ def write_report(
     results = {name: json.loads((Path(run) / "metrics.json").read_text()) for name, run in runs.items()}
     first = next(iter(results.values()))
     cfg = config_from(None, {k: v for k, v in first["config"].items() if k != "method"})
-    labels = get_dataset(cfg.dataset, cfg.data_root, cfg.val_split, **({"length": 1} if cfg.dataset == "synthetic" else {})).labels
+    labels = labels_for(cfg)
     splits = [s for s in first["splits"] if all(s in r["splits"] for r in results.values())]
     names = list(results)
     tables = {}

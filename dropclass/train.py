@@ -5,7 +5,6 @@
 # %% ../nbs/21_train.ipynb #f7e00002
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -39,7 +38,7 @@ from .models import PAPER_MODELS, load_pretrained, paper_model
 __all__ = ['METHODS', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from', 'seed_everything', 'rng_states',
            'set_rng_states', 'save_checkpoint', 'load_checkpoint', 'Dist', 'init_distributed', 'resolve_device',
            'EpochOrder', 'BatchKeys', 'SeededAugment', 'class_weights_for', 'training_stats', 'tiny_net', 'build_model',
-           'step_loss', 'evaluate_split', 'train', 'load_model']
+           'step_loss', 'evaluate_split', 'split_summary', 'labels_for', 'train', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -458,9 +457,17 @@ def evaluate_split(model, cfg: TrainConfig, split: str, device, d: Dist, length=
     return cm.all_reduce()
 
 
-def _summary(cm: ConfusionMatrix, labels) -> dict:
+def split_summary(cm: ConfusionMatrix, labels) -> dict:
+    "mIoU, mIoU-dagger (the rarest half by published pixel share), pixel accuracy and per-class IoU (None: undefined)."
     return {"miou": cm.miou, "miou_dagger": cm.miou_dagger(labels) if labels.pixel_share else float("nan"),
             "pixel_accuracy": cm.pixel_accuracy, "iou": [None if math.isnan(v) else v for v in cm.iou.tolist()]}
+
+
+def labels_for(cfg: TrainConfig):
+    "The label set of a config's dataset."
+    from dropclass.data.labels import CITYSCAPES, VOC
+    known = {"synthetic": CITYSCAPES, "cityscapes": CITYSCAPES, "voc": VOC}
+    return known.get(cfg.dataset) or _dataset(cfg, cfg.val_split, None).labels
 
 
 def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dict:
@@ -558,11 +565,11 @@ def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dic
         best = {"miou": val.miou, "step": cfg.max_iters}
         checkpoint(cfg.max_iters, out / "best.pt")
     checkpoint(cfg.max_iters)
-    metrics = {"config": asdict(cfg), "best": best, "splits": {cfg.val_split: _summary(val, labels)},
+    metrics = {"config": asdict(cfg), "best": best, "splits": {cfg.val_split: split_summary(val, labels)},
                "classes": list(labels.classes)}
     for split in cfg.eval_splits:
         if cfg.dataset != "synthetic" and split == "counterfactual": continue
-        metrics["splits"][split] = _summary(evaluate_split(model, cfg, split, device, d), labels)
+        metrics["splits"][split] = split_summary(evaluate_split(model, cfg, split, device, d), labels)
     if d.main: atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics
 
@@ -585,10 +592,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     state = load_checkpoint(checkpoint)
     saved = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(TrainConfig)}}
     cfg = TrainConfig(**saved)
-    from dropclass.data.labels import CITYSCAPES, VOC
-    num_classes = {"cityscapes": CITYSCAPES.num_classes, "voc": VOC.num_classes}.get(state.get("labels"), None)
-    if num_classes is None: num_classes = next(v.shape[0] for k, v in reversed(list(state["model"].items())) if v.ndim == 4)
-    model = build_model(cfg, num_classes)
+    model = build_model(cfg, labels_for(cfg).num_classes)
     try: model.load_state_dict(state["model"])
     except RuntimeError as e: raise ValueError(f"{checkpoint} does not fit the model its config describes ({str(e)[:300]})") from None
     return model.to(device).eval(), cfg
