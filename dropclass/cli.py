@@ -145,4 +145,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 # %% ../nbs/23_cli.ipynb #b7c50012
+#| eval: false
 if __name__ == "__main__": sys.exit(main())

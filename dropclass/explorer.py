@@ -124,11 +124,18 @@ def _figure(w: float, h: float, n: int = 1, ticks: bool = False, **kw) -> tuple[
     return fig, axes
 
 
-def _overlay_axes(ax, gray: np.ndarray, heat: np.ndarray, title: str, cmap: str = "inferno"):
-    "A gray image with a heat map over it, stretched to the image; returns the two AxesImages."
-    H, W = gray.shape
-    base = ax.imshow(gray, cmap="gray", vmin=0, vmax=1)
-    top = ax.imshow(heat, cmap=cmap, alpha=0.6, extent=(-0.5, W - 0.5, H - 0.5, -0.5), interpolation="bilinear")
+def _set_image(im, data: np.ndarray, size: tuple[int, int] | None = None):
+    "Show `data` in the AxesImage `im`, stretched over an image of `size` (H, W), by default its own."
+    H, W = size or data.shape[:2]
+    im.set_data(data)
+    im.set_extent((-0.5, W - 0.5, H - 0.5, -0.5))
+    im.axes.set_xlim(-0.5, W - 0.5); im.axes.set_ylim(H - 0.5, -0.5)
+
+
+def _overlay_axes(ax, title: str, cmap: str = "inferno"):
+    "Axes for a gray image with a heat map over it; returns the two AxesImages."
+    base = ax.imshow(np.zeros((2, 2)), cmap="gray", vmin=0, vmax=1)
+    top = ax.imshow(np.zeros((2, 2)), cmap=cmap, alpha=0.6, interpolation="bilinear")
     ax.set_title(title, fontsize=8)
     return base, top
 
@@ -176,12 +183,13 @@ class ClassDropExplorer:
             w.add_class(f"dropclass-{css}")
             w.observe(self._changed, names="value")
         self.status = W.HTML()
-        self.log = W.Output(layout={"border": "1px solid #d33", "max_height": "160px", "overflow": "auto"})
+        self.log = W.Output(layout={"max_height": "160px", "overflow": "auto"})  # gets a red border while it shows an error
         self.log.add_class("dropclass-log")
-        self.views = {p: W.Image(format="png") for p in PANELS}
-        self.captions = {p: W.HTML() for p in PANELS}
-        for p in PANELS: self.views[p].add_class(f"dropclass-{p}-panel")
         self._build_figures()
+        px = {p: f"{round(f.get_figwidth() * f.dpi)}px" for p, f in self.figures.items()}  # shown at their own size
+        self.views = {p: W.Image(format="png", layout={"width": px[p]}) for p in PANELS}
+        self.captions = {p: W.HTML(layout={"width": px[p]}) for p in PANELS}
+        for p in PANELS: self.views[p].add_class(f"dropclass-{p}-panel")
         panel = lambda p: W.VBox([self.views[p], self.captions[p]])
         self.widget = W.VBox([
             W.HBox([self.image_control, self.model_control]), W.HBox([self.drop_control, self.inspect_control]), self.status,
@@ -247,9 +255,7 @@ ClassDropExplorer._hold, ClassDropExplorer._changed = _hold, _changed
 
 # %% ../nbs/34_explorer.ipynb #20140024
 def _build_figures(self: ClassDropExplorer):
-    image, mask = self._sample(0)
-    H, W = mask.shape
-    blank, C = np.zeros((H, W, 3), np.uint8), self.labels.num_classes
+    blank, C = np.zeros((2, 2, 3), np.uint8), self.labels.num_classes
     self.figures, self.artists = {}, {}
     fig, (a1, a2) = _figure(2.9, 3.0, 2)
     self.artists["scene"] = (a1.imshow(blank), a2.imshow(blank))
@@ -261,10 +267,9 @@ def _build_figures(self: ClassDropExplorer):
         self.figures[p] = fig
     self.drop_note = fig.axes[0].text(0.5, 0.5, "no drop branch:\nthis model was trained without DropClass", ha="center",
                                       va="center", fontsize=8, transform=fig.axes[0].transAxes, visible=False)
-    gray, zero = np.zeros((H, W)), np.zeros((2, 2))
     for p, title in (("class_map", "A^c summed over channels (Eq. 2)"), ("gradcam", "Grad-CAM (Eq. 1 weights)")):
         fig, (ax,) = _figure(2.9, 1.7)
-        self.artists[p] = _overlay_axes(ax, gray, zero, title)
+        self.artists[p] = _overlay_axes(ax, title)
         self.figures[p] = fig
     fig, axes = _figure(5.8, 4.2, 2, ticks=True, sharex=True)
     bars = []
@@ -311,10 +316,11 @@ def _update(self: ClassDropExplorer):
                 self._drawn[p] = keys[p]
         self._captions(st, s, has_drop)
         self.error = None
-        self.log.outputs = ()
+        self.log.outputs, self.log.layout.border = (), ""
     except Exception as e:
         self.error = f"{type(e).__name__}: {e}"
         self.log.append_stderr(f"update failed for {self.state}:\n{traceback.format_exc()}")
+        self.log.layout.border = "1px solid #d33"
 
 
 ClassDropExplorer._sample, ClassDropExplorer._update = _sample, _update
@@ -322,23 +328,24 @@ ClassDropExplorer._sample, ClassDropExplorer._update = _sample, _update
 # %% ../nbs/34_explorer.ipynb #20140028
 def _draw_scene(self, st, s, has_drop):
     img, gt = self.artists["scene"]
-    img.set_data(self.panels["image"]); gt.set_data(colorize(torch.from_numpy(self.panels["ground_truth"]), self.labels).numpy())
+    _set_image(img, self.panels["image"]); _set_image(gt, colorize(torch.from_numpy(self.panels["ground_truth"]), self.labels).numpy())
 
 
 def _draw_prediction(self, st, s, has_drop):
-    self.artists["prediction"].set_data(colorize(torch.from_numpy(s.prediction), self.labels).numpy())
+    _set_image(self.artists["prediction"], colorize(torch.from_numpy(s.prediction), self.labels).numpy())
 
 
 def _draw_drop(self, st, s, has_drop):
     shown = colorize(torch.from_numpy(s.drop_prediction), self.labels).numpy() if has_drop else np.full_like(self.panels["image"], 235)
-    self.artists["drop"].set_data(shown)
+    _set_image(self.artists["drop"], shown)
     self.drop_note.set_visible(not has_drop)
 
 
 def _draw_heat(self, name, heat):
     base, top = self.artists[name]
-    base.set_data(self.panels["image"].mean(-1) / 255.0)
-    top.set_data(heat); top.set_clim(0, max(float(heat.max()), 1e-6))
+    gray = self.panels["image"].mean(-1) / 255.0  # (H, W)
+    _set_image(base, gray); _set_image(top, heat, gray.shape)  # the (h1, w1) map stretched over the image
+    top.set_clim(0, max(float(heat.max()), 1e-6))
 
 
 def _draw_class_map(self, st, s, has_drop): _draw_heat(self, "class_map", s.class_map)

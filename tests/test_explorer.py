@@ -54,7 +54,8 @@ def data(runs):
     return explorer_dataset(load_model(runs["dropclass"])[1], None, 6)
 
 
-def _fpn_dropclass():
+@pytest.fixture(scope="module")
+def fpn():
     "A small smp FPN with random weights, wrapped in DropClass: the pure functions work with any wrapped model."
     torch.manual_seed(1)
     model = smp.FPN("resnet18", encoder_weights=None, classes=CITYSCAPES.num_classes, decoder_segmentation_channels=32)
@@ -68,8 +69,8 @@ def _up(out, x):
 # ---------------------------------------------------------------------------------------------------------- pure state
 @pytest.mark.parametrize("which", ["tiny", "fpn"])
 @pytest.mark.parametrize("z", [None, 0, 13])
-def test_drop_prediction_is_the_drop_branch(which, z, dc, data):
-    model = dc if which == "tiny" else _fpn_dropclass()
+def test_drop_prediction_is_the_drop_branch(which, z, dc, fpn, data):
+    model = dc if which == "tiny" else fpn
     image = data[1][0] if which == "tiny" else torch.randn(3, 64, 128)
     s = explore_state(model, image, z, 5)
     x = image[None]
@@ -98,8 +99,8 @@ def test_class_map_is_eq2_summed_over_channels(c, dc, data):
 
 
 @pytest.mark.parametrize("which", ["tiny", "fpn"])
-def test_gradcam_is_gradcam_of_eq1_scores(which, dc, data):
-    model = dc if which == "tiny" else _fpn_dropclass()
+def test_gradcam_is_gradcam_of_eq1_scores(which, dc, fpn, data):
+    model = dc if which == "tiny" else fpn
     image = data[2][0] if which == "tiny" else torch.randn(3, 64, 128)
     x = image[None]
     with torch.no_grad(): A = model.features(x)
@@ -210,6 +211,15 @@ def test_update_errors_go_to_the_output(dc, data):
     assert ex.panels is shown and ex.views["scene"].value == png
     ex.set(image=1)
     assert ex.error is None and ex.log.outputs == ()
+
+
+def test_images_of_different_sizes(dc, data):
+    small = lambda t: F.interpolate(t[None].float(), size=(48, 80))[0]  # nearest
+    scenes = [data[0], (small(data[1][0]), small(data[1][1][None])[0].long())]
+    ex = ClassDropExplorer({"DropClass": dc}, scenes, labels=CITYSCAPES)
+    ex.set(image=1, drop="road")
+    assert ex.error is None and ex.panels["image"].shape == (48, 80, 3) and ex.result.drop_prediction.shape == (48, 80)
+    assert ex.artists["scene"][0].get_extent() == [-0.5, 79.5, 47.5, -0.5]
 
 
 def test_models_must_match_the_labels(dc):
