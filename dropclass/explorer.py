@@ -9,6 +9,7 @@ import html
 import io
 import json
 import os
+import shutil
 import socket
 import tempfile
 import traceback
@@ -535,4 +536,5 @@ def serve(
     os.environ[APP_ENV] = json.dumps({"checkpoints": checkpoints, "split": split, "length": length})
     print(f"dropclass explore: the explorer of {', '.join(checkpoints)} is at http://localhost:{port}/ (Ctrl-C stops it)", flush=True)
     argv = [str(nb), f"--port={port}", "--Voila.ip=localhost", "--Voila.port_retries=0"] + ([] if open_browser else ["--no-browser"])
-    Voila.launch_instance(argv=argv)
+    try: Voila.launch_instance(argv=argv)
+    finally: shutil.rmtree(folder, ignore_errors=True)
