@@ -46,7 +46,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["dropclass", "dropclass.*", "data_tools", "data_tools.*"]),
     include_package_data=True,
     install_requires=_split("requirements"),
-    extras_require={"dev": _split("dev_requirements")},
+    extras_require={"dev": _split("dev_requirements"), "explore": _split("explore_requirements")},
     entry_points={"console_scripts": console_scripts, "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,
 )

@@ -67,6 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sub.add_parser("presets", help="list the training presets", description="List the training presets and their settings.")
+
+    x = sub.add_parser("explore", help="serve the class-drop explorer as a web page on localhost (needs Voila)",
+                       description="Serve the class-drop explorer (notebook 34) with Voila on http://localhost:PORT/: choose "
+                                   "an image, a class to drop and a class to inspect, and compare a baseline with a DropClass "
+                                   "model. Without checkpoints, a small baseline and DropClass model are trained on synthetic "
+                                   "scenes on first use (a few minutes on a CPU) and cached. Needs Voila: "
+                                   "pip install \"dropclass[explore]\".")
+    x.add_argument("--baseline", default=None, metavar="CKPT", help="checkpoint of a baseline model (written by dropclass train)")
+    x.add_argument("--dropclass", default=None, metavar="CKPT", help="checkpoint of a DropClass model")
+    x.add_argument("--port", type=int, default=8866, help="port on localhost (default: 8866)")
+    x.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
+    x.add_argument("--split", default=None, help="split to explore (default: the models' val split)")
+    x.add_argument("--length", type=int, default=100, help="number of synthetic scenes to choose from (default: 100)")
+    x.add_argument("--cache-dir", default=None, help="cache of the default models (default: ~/.cache/dropclass/explorer)")
     return p
 
 # %% ../nbs/23_cli.ipynb #b7c50007
@@ -113,6 +127,14 @@ def _checked(overrides):
     return overrides
 
 
+def _explore(args) -> int:
+    from dropclass.explorer import serve
+    checkpoints = {name: path for name, path in (("baseline", args.baseline), ("DropClass", args.dropclass)) if path}
+    serve(checkpoints or None, port=args.port, open_browser=not args.no_browser, cache_dir=args.cache_dir,
+          split=args.split, length=args.length)
+    return 0
+
+
 def _ablate(args) -> int:
     from dropclass.ablations import ablation_markdown, run_ablations
     summary = run_ablations(args.seeds, args.variants, args.runs, args.preset, _checked(args.overrides), args.out,
@@ -128,7 +150,7 @@ def _presets(args) -> int:
     return 0
 
 # %% ../nbs/23_cli.ipynb #b7c50009
-_COMMANDS = {"demo": _demo, "train": _train, "eval": _eval, "ablate": _ablate, "presets": _presets}
+_COMMANDS = {"demo": _demo, "train": _train, "eval": _eval, "ablate": _ablate, "presets": _presets, "explore": _explore}
 
 
 def main(argv: list[str] | None = None) -> int:

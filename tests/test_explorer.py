@@ -1,0 +1,347 @@
+"""The class-drop explorer: the pure state function against the library's own functions, the widget driven from Python,
+the default pair's cache, `dropclass explore`'s errors, and the served page driven in headless Chromium."""
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+
+import dropclass.explorer as explorer_module
+from dropclass.cli import main
+from dropclass.core import DropClass
+from dropclass.data.labels import CITYSCAPES
+from dropclass.data.synthetic import SyntheticStreets
+from dropclass.data.transforms import eval_transforms
+from dropclass.explorer import (ClassDropExplorer, ExploreState, as_dropclass, default_checkpoints, explore_state,
+                                explorer_dataset)
+from dropclass.features import class_features
+from dropclass.importance import conv1x1_importance, gradcam, importance_scores, region_weights
+from dropclass.train import config_from, load_model, train
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    "A tiny baseline and a tiny DropClass model, trained in seconds."
+    root = tmp_path_factory.mktemp("explorer_runs")
+    out = {}
+    for method in ("baseline", "dropclass"):
+        cfg = config_from("tiny", {"method": method, "out_dir": str(root / method), "eval_splits": ()})
+        train(cfg)
+        out[method] = root / method / "last.pt"
+    return out
+
+
+@pytest.fixture(scope="module")
+def dc(runs):
+    return load_model(runs["dropclass"])[0]
+
+
+@pytest.fixture(scope="module")
+def data(runs):
+    return explorer_dataset(load_model(runs["dropclass"])[1], None, 6)
+
+
+@pytest.fixture(scope="module")
+def fpn():
+    "A small smp FPN with random weights, wrapped in DropClass: the pure functions work with any wrapped model."
+    torch.manual_seed(1)
+    model = smp.FPN("resnet18", encoder_weights=None, classes=CITYSCAPES.num_classes, decoder_segmentation_channels=32)
+    return DropClass(model, convert_head=True).eval()
+
+
+def _up(out, x):
+    return F.interpolate(out.upsample(out.drop_logits), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+# ---------------------------------------------------------------------------------------------------------- pure state
+@pytest.mark.parametrize("which", ["tiny", "fpn"])
+@pytest.mark.parametrize("z", [None, 0, 13])
+def test_drop_prediction_is_the_drop_branch(which, z, dc, fpn, data):
+    model = dc if which == "tiny" else fpn
+    image = data[1][0] if which == "tiny" else torch.randn(3, 64, 128)
+    s = explore_state(model, image, z, 5)
+    x = image[None]
+    with torch.no_grad():
+        out = model.branches(x, z)
+        up = lambda l: F.interpolate(out.upsample(l), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        np.testing.assert_array_equal(s.drop_prediction, up(out.drop_logits).argmax(1)[0].numpy())
+        np.testing.assert_array_equal(s.prediction, up(out.logits).argmax(1)[0].numpy())
+        np.testing.assert_allclose(s.drop_logits, up(out.drop_logits).mean((0, 2, 3)).numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(s.drop_probs, up(out.drop_logits).softmax(1).mean((0, 2, 3)).numpy(), atol=1e-6)
+        np.testing.assert_allclose(s.plain_probs, up(out.logits).softmax(1).mean((0, 2, 3)).numpy(), atol=1e-6)
+        np.testing.assert_array_equal(s.kept_prediction, model(x).argmax(1)[0].numpy())  # inference="drop": the model's prediction
+    assert s.dropped == z and s.inspected == 5
+
+
+@pytest.mark.parametrize("c", [0, 7, 18])
+def test_class_map_is_eq2_summed_over_channels(c, dc, data):
+    image = data[0][0]
+    s = explore_state(dc, image, None, c)
+    with torch.no_grad():
+        A = dc.features(image[None])
+        expected = class_features(A, conv1x1_importance(dc.classifier.weight))[0, c].sum(0)
+        by_hand = F.relu(A[0] * dc.classifier.weight[c, :, 0, 0][:, None, None]).sum(0)
+    np.testing.assert_allclose(s.class_map, expected.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s.class_map, by_hand.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["tiny", "fpn"])
+def test_gradcam_is_gradcam_of_eq1_scores(which, dc, fpn, data):
+    model = dc if which == "tiny" else fpn
+    image = data[2][0] if which == "tiny" else torch.randn(3, 64, 128)
+    x = image[None]
+    with torch.no_grad(): A = model.features(x)
+    head = lambda a: F.interpolate(model.adapter.output(model.model, model.classifier(a), x), size=x.shape[-2:],
+                                   mode="bilinear", align_corners=False)
+    S = importance_scores(A, head, region_weights(torch.zeros(1, *x.shape[-2:], dtype=torch.long), model.num_classes, "all"))
+    cams = gradcam(A, S).detach()
+    for c in (2, 13):
+        np.testing.assert_allclose(explore_state(model, image, None, c).gradcam, cams[0, c].numpy(), rtol=1e-4, atol=1e-8)
+
+
+def test_dropping_a_class_changes_its_drop_logits(dc, data):
+    image = data[0][0]
+    kept = explore_state(dc, image, None, 0)
+    for z in (0, 11, 13):
+        s = explore_state(dc, image, z, 0)
+        np.testing.assert_array_equal(s.kept_logits, kept.kept_logits)
+        assert not np.isclose(s.drop_logits[z], kept.kept_logits[z])
+    np.testing.assert_array_equal(kept.drop_logits, kept.kept_logits)  # nothing dropped: the same branch
+
+
+def test_classes_by_name_and_errors(dc, data):
+    image = data[0][0]
+    s = explore_state(dc, image, "rider", "person", labels=CITYSCAPES)
+    assert (s.dropped, s.inspected) == (CITYSCAPES.index("rider"), CITYSCAPES.index("person"))
+    with pytest.raises(ValueError, match="labels="): explore_state(dc, image, "rider", 0)
+    with pytest.raises(KeyError, match="not a cityscapes class"): explore_state(dc, image, "unicorn", 0, labels=CITYSCAPES)
+    with pytest.raises(ValueError, match=r"\[0, 19\)"): explore_state(dc, image, None, 19)
+    with pytest.raises(ValueError, match="one image"): explore_state(dc, torch.randn(2, 3, 64, 128), None, 0)
+    with pytest.raises(TypeError, match="DropClass"): explore_state(dc.model, image, None, 0)
+    dc.train()
+    try:
+        with pytest.raises(ValueError, match="model.eval()"): explore_state(dc, image, None, 0)
+    finally: dc.eval()
+
+
+def test_a_plain_model_is_wrapped_as_a_baseline(runs, data):
+    base = load_model(runs["baseline"])[0]
+    wrapped, has_drop = as_dropclass(base)
+    assert not has_drop and wrapped.inference == "plain" and not wrapped.training
+    image = data[0][0]
+    with torch.no_grad(): np.testing.assert_array_equal(explore_state(wrapped, image, None, 0).prediction, base(image[None]).argmax(1)[0].numpy())
+    dc = load_model(runs["dropclass"])[0]
+    assert as_dropclass(dc) == (dc, True)
+
+
+# ---------------------------------------------------------------------------------------------------------- the widget
+@pytest.fixture
+def explorer(runs, data):
+    return ClassDropExplorer({"baseline": load_model(runs["baseline"])[0], "DropClass": load_model(runs["dropclass"])[0]}, data)
+
+
+def test_widget_state_and_panels(explorer, data):
+    ex = explorer
+    assert ex.state == {"image": 0, "drop": None, "inspect": "car", "model": "baseline"}
+    assert ex.error is None and ex.panels["drop_prediction"] is None and ex.panels["after_logits"] is None
+    assert "no drop branch" in ex.captions["drop"].value
+    assert all(v.value for v in ex.views.values())  # every panel drawn
+    ex.set(model="DropClass")
+    assert isinstance(ex.result, ExploreState) and ex.panels["drop_prediction"] is not None
+    z = int(np.bincount(ex.result.kept_prediction.ravel()).argmax())  # the class it predicts most: dropping it shows
+    before = {p: v.value for p, v in ex.views.items()}
+    ex.set(drop=z)
+    assert ex.state["drop"] == CITYSCAPES.classes[z] and ex.result.dropped == z
+    assert (ex.result.drop_prediction != ex.result.kept_prediction).any()
+    np.testing.assert_array_equal(ex.panels["drop_prediction"], ex.result.drop_prediction)
+    changed = {p for p in before if ex.views[p].value != before[p]}
+    assert {"drop", "bars"} <= changed and not changed & {"scene", "prediction", "class_map", "gradcam"}
+    ex.set(image=3, drop="rider", inspect="person")
+    assert ex.state == {"image": 3, "drop": "rider", "inspect": "person", "model": "DropClass"}
+    np.testing.assert_array_equal(ex.panels["ground_truth"], data[3][1].numpy())
+    np.testing.assert_array_equal(ex.panels["class_map"], explore_state(ex.models["DropClass"][0], data[3][0], "rider", "person", CITYSCAPES).class_map)
+    ex.set(drop=None)
+    assert ex.state["drop"] is None and ex.result.dropped is None and "nothing dropped" in ex.captions["drop"].value
+
+
+def test_controls_update_like_clicks(explorer):
+    ex = explorer
+    ex.model_control.value = "DropClass"
+    ex.inspect_control.value = "road"
+    assert ex.result.inspected == CITYSCAPES.index("road")
+    ex.drop_control.value = "sky"
+    assert ex.result.dropped == CITYSCAPES.index("sky") and "sky" in ex.status.value
+    ex.image_control.value = 2
+    assert ex.state["image"] == 2 and ex.panels["ground_truth"].shape == ex.result.prediction.shape
+
+
+def test_set_checks_its_arguments(explorer):
+    with pytest.raises(ValueError, match="image must be"): explorer.set(image=99)
+    with pytest.raises(ValueError, match="model must be one of"): explorer.set(model="resnet")
+    with pytest.raises(KeyError, match="not a cityscapes class"): explorer.set(drop="unicorn")
+    with pytest.raises(ValueError, match="at least one model"): ClassDropExplorer({}, [])
+
+
+def test_update_errors_go_to_the_output(dc, data):
+    class Broken(torch.utils.data.Dataset):
+        labels = CITYSCAPES
+        def __len__(self): return 4
+        def __getitem__(self, i):
+            if i == 2: raise OSError("scene 2 cannot be read")
+            return data[i]
+
+    ex = ClassDropExplorer({"DropClass": dc}, Broken())
+    shown, png = ex.panels, ex.views["scene"].value
+    ex.image_control.value = 2  # from the page: no exception escapes the callback
+    assert "scene 2 cannot be read" in ex.error
+    assert len(ex.log.outputs) == 1 and "scene 2 cannot be read" in ex.log.outputs[0]["text"]
+    assert ex.panels is shown and ex.views["scene"].value == png
+    ex.set(image=1)
+    assert ex.error is None and ex.log.outputs == ()
+
+
+def test_images_of_different_sizes(dc, data):
+    small = lambda t: F.interpolate(t[None].float(), size=(48, 80))[0]  # nearest
+    scenes = [data[0], (small(data[1][0]), small(data[1][1][None])[0].long())]
+    ex = ClassDropExplorer({"DropClass": dc}, scenes, labels=CITYSCAPES)
+    ex.set(image=1, drop="road")
+    assert ex.error is None and ex.panels["image"].shape == (48, 80, 3) and ex.result.drop_prediction.shape == (48, 80)
+    assert ex.artists["scene"][0].get_extent() == [-0.5, 79.5, 47.5, -0.5]
+
+
+def test_models_must_match_the_labels(dc):
+    from dropclass.data.labels import VOC
+    with pytest.raises(ValueError, match="predicts 19 classes"): ClassDropExplorer({"m": dc}, [(torch.zeros(3, 8, 8), torch.zeros(8, 8))], labels=VOC)
+
+
+# ------------------------------------------------------------------------------------------------------ the default pair
+def test_default_checkpoints_train_once_then_load(tmp_path, monkeypatch):
+    monkeypatch.setattr(explorer_module, "EXPLORER_PRESET", "tiny")
+    small = {"max_iters": 2, "ckpt_every": 2, "train_length": 16, "eval_length": 4}
+    ckpts = default_checkpoints(tmp_path, progress=False, overrides=small)
+    assert list(ckpts) == ["baseline", "DropClass"] and all(p.is_file() for p in ckpts.values())
+    assert isinstance(load_model(ckpts["DropClass"])[0], DropClass) and not isinstance(load_model(ckpts["baseline"])[0], DropClass)
+
+    def no_training(cfg): raise AssertionError("the cached pair was trained again")
+    monkeypatch.setattr("dropclass.train.train", no_training)
+    assert default_checkpoints(tmp_path, progress=False, overrides=small) == ckpts
+    ex = ClassDropExplorer.default(tmp_path, length=3, progress=False)  # with the cache: nothing to train
+    assert list(ex.models) == ["baseline", "DropClass"] and len(ex.dataset) == 3
+
+
+def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert explorer_module.default_cache_dir() == tmp_path / "dropclass" / "explorer"
+
+
+# --------------------------------------------------------------------------------------------------------------- the CLI
+def test_explore_errors_are_one_line(capsys, monkeypatch):
+    assert main(["explore", "--dropclass", "/nonexistent/last.pt", "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert ("no checkpoint at" in err or "needs Voila" in err) and "Traceback" not in err
+    monkeypatch.setitem(sys.modules, "voila", None)  # as if Voila were not installed
+    monkeypatch.setitem(sys.modules, "voila.app", None)
+    assert main(["explore", "--no-browser"]) == 2
+    err = capsys.readouterr().err
+    assert "needs Voila" in err and 'pip install "dropclass[explore]"' in err
+
+
+def test_explore_refuses_a_busy_port(runs, capsys):
+    if importlib.util.find_spec("voila") is None: pytest.skip("Voila is not installed")
+    with socket.socket() as busy:
+        busy.bind(("localhost", 0))
+        port = busy.getsockname()[1]
+        assert main(["explore", "--dropclass", str(runs["dropclass"]), "--port", str(port), "--no-browser"]) == 2
+    assert "is in use" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------- the browser
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"dropclass explore exited with status {proc.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("localhost", port), timeout=1): return
+        except OSError: time.sleep(0.5)
+    raise AssertionError(f"dropclass explore did not listen on port {port} within {timeout} s")
+
+
+def _browser_ready():
+    "Skip reasons for the browser test, or None."
+    if shutil.which("chromium") is None: return "Debian's chromium is not installed (apt-get install -y chromium)"
+    if importlib.util.find_spec("playwright") is None: return "playwright (the Python package) is not installed (pip install playwright)"
+    if importlib.util.find_spec("voila") is None: return "Voila is not installed (pip install voila)"
+    return None
+
+
+@pytest.mark.skipif(_browser_ready() is not None, reason=str(_browser_ready()))
+def test_explore_in_a_browser(runs, tmp_path):
+    "Serve the explorer with `dropclass explore`, open it in headless Chromium, drop a class in the page, see the drop panel change."
+    from playwright.sync_api import sync_playwright
+
+    # the class whose drop changes the DropClass model's prediction of the first scene most, found without a browser
+    model, cfg = load_model(runs["dropclass"])
+    image = explorer_dataset(cfg, None, 4)[0][0]
+    kept = explore_state(model, image, None, 0).kept_prediction
+    changes = [int((explore_state(model, image, z, 0).drop_prediction != kept).sum()) for z in range(CITYSCAPES.num_classes)]
+    z = CITYSCAPES.classes[int(np.argmax(changes))]
+    assert max(changes) > 0
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_PLATFORM_DIRS": "1"}
+    log = (tmp_path / "explore.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "dropclass.cli", "explore", "--baseline", str(runs["baseline"]),
+                             "--dropclass", str(runs["dropclass"]), "--port", str(port), "--no-browser", "--length", "4"],
+                            stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    try:
+        _wait_for_port(port, proc, tmp_path / "explore.log", 120)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1300})
+                page.goto(f"http://localhost:{port}/", timeout=120_000)
+                drop = page.locator(".dropclass-drop select")
+                drop.wait_for(state="visible", timeout=240_000)  # the kernel ran the app notebook and the widgets rendered
+                page.locator(".dropclass-model button", has_text="DropClass").click()
+                page.get_by_text("nothing dropped: the model's prediction at inference").wait_for(timeout=60_000)
+                panel = page.locator("img.dropclass-drop-panel")
+                loaded = "el => el.complete && el.naturalWidth > 0"
+                page.wait_for_function(loaded, arg=panel.element_handle(), timeout=30_000)
+                src, shot = panel.get_attribute("src"), panel.screenshot()
+                drop.select_option(label=z)
+                page.wait_for_function("([el, old]) => el.src !== old", arg=[panel.element_handle(), src], timeout=60_000)
+                page.wait_for_function(loaded, arg=panel.element_handle(), timeout=30_000)
+                assert panel.screenshot() != shot, "the drop-branch panel did not change after dropping a class in the page"
+                page.locator(".dropclass-explorer").get_by_text(f"{z} dropped:").wait_for(timeout=30_000)  # the drop panel's caption
+                assert page.locator(".dropclass-log").inner_text().strip() == "", "the explorer reported an error"
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()  # Voila stops on SIGTERM and shuts its kernels down
+        try: proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill(); proc.wait()
+        log.close()
+    output = (tmp_path / "explore.log").read_text()
+    assert f"http://localhost:{port}/" in output, output
