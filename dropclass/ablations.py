@@ -10,10 +10,8 @@ import math
 import statistics
 from pathlib import Path
 
-import torch
-
 from .data.io import atomic_write_bytes
-from .train import Dist, config_from, evaluate_split, labels_for, load_model, split_summary, train
+from .train import Dist, config_from, evaluate_split, labels_for, load_model, resolve_device, split_summary, train
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'EVAL_ONLY', 'METRICS', 'ablation_config', 'run_variant', 'summarise_ablations', 'ablation_markdown',
@@ -52,10 +50,11 @@ def run_variant(variant: str, seed: int, runs: str | Path, preset: str = "demo",
     cache = Path(cfg.out_dir) / "metrics.json"
     if cache.is_file(): return json.loads(cache.read_text())["splits"]
     train(source)
-    model, _ = load_model(Path(source.out_dir) / "last.pt")
+    device = resolve_device(cfg.device)
+    model = load_model(Path(source.out_dir) / "last.pt")[0].to(device)
     model.inference = cfg.inference
     labels = labels_for(cfg)
-    splits = {s: split_summary(evaluate_split(model, cfg, s, torch.device("cpu"), Dist()), labels)
+    splits = {s: split_summary(evaluate_split(model, cfg, s, device, Dist()), labels)
               for s in (cfg.val_split, *cfg.eval_splits)}
     atomic_write_bytes(cache, (json.dumps({"splits": splits, "source": str(source.out_dir)}, indent=2) + "\n").encode())
     return splits

@@ -54,7 +54,7 @@ class _SegmentationFiles(Dataset):
     targets: list[Path]
     transforms: Callable | None
 
-    def load_image(self, i: int) -> tv_tensors.Image: raise NotImplementedError
+    def load_image(self, i: int) -> tv_tensors.Image: return read_image(self.images[i])  # uint8 (3, H, W) RGB
     def load_mask(self, i: int) -> tv_tensors.Mask: raise NotImplementedError
     def __len__(self) -> int: return len(self.images)
 
@@ -105,10 +105,6 @@ class CityscapesSegmentation(_SegmentationFiles):
     ):
         self.images, self.targets = _cityscapes_files(root, split)
         self.root, self.split, self.transforms = Path(root), split, transforms
-
-    def load_image(self, i: int) -> tv_tensors.Image:
-        "The `uint8` (3, H, W) image of sample `i`."
-        return read_image(self.images[i])
 
     def load_mask(self, i: int) -> tv_tensors.Mask:
         "The `int64` (H, W) train ids of sample `i`, untransformed."
@@ -199,10 +195,6 @@ class VOCSegmentation(_SegmentationFiles):
     ):
         self.images, self.targets, self.augmented = _voc_files(root, split, augmented)
         self.root, self.split, self.transforms = Path(root), split, transforms
-
-    def load_image(self, i: int) -> tv_tensors.Image:
-        "The `uint8` (3, H, W) RGB image of sample `i`."
-        return read_image(self.images[i])
 
     def load_mask(self, i: int) -> tv_tensors.Mask:
         "The `int64` (H, W) class indices of sample `i` (255 on borders), untransformed."
