@@ -104,11 +104,14 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     import dataclasses
-    from dropclass.train import Dist, config_from, evaluate_split, labels_for, load_model, resolve_device, split_summary
+    from dropclass.core import DropClass
+    from dropclass.train import (Dist, config_from, diagnose_split, evaluate_split, labels_for, load_model, resolve_device,
+                                 split_summary)
     model, cfg = load_model(args.checkpoint)
     cfg = config_from(None, {**dataclasses.asdict(cfg), **dict(o.split("=", 1) for o in _checked(args.overrides)),
                              "progress": not args.quiet})
     device = resolve_device(cfg.device)
+    if isinstance(model, DropClass): model.inference = cfg.inference  # --set inference=plain reads h(A) instead of the drop branch
     model, labels, results = model.to(device), labels_for(cfg), {}
     for split in args.splits or [cfg.val_split]:
         cm = evaluate_split(model, cfg, split, device, Dist())
@@ -117,6 +120,11 @@ def _eval(args) -> int:
         print(f"{split}: mIoU {100 * cm.miou:.1f}  mIoU-dagger {100 * results[split]['miou_dagger']:.1f}  "
               f"pixel accuracy {100 * cm.pixel_accuracy:.1f}")
         print("  " + "  ".join(f"{labels.classes[c]} {100 * cm.iou[c]:.1f}" for c in order))
+        diag = diagnose_split(model, cfg, split, device, Dist())
+        if diag is not None:
+            results[split]["diagnostics"] = diag.to_dict(labels.classes)
+            print(f"  drop branch ({cfg.diag_length} scenes): a dropped class is still predicted on "
+                  f"{100 * diag.suppression_rate:.1f} % of its pixels; h(A) and the drop branch agree on {100 * diag.agreement:.1f} %")
     if args.json: Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "splits": results}, indent=2) + "\n")
     return 0
 

@@ -187,4 +187,18 @@ def predict(self: DropClass, x: Tensor) -> Tensor:
     logits = self.classifier(A) if self.inference == "plain" else self._drop_logits(A, None, x)
     return self.adapter.output(self.model, logits, x)
 
-DropClass.branches, DropClass.forward, DropClass.predict = branches, forward, predict
+def head(
+    self: DropClass,
+    A: Tensor,  # (B, K, h1, w1) features from `self.features(x)`
+    x: Tensor,  # (B, 3, H, W) the images A came from (the output stage reads their size)
+    branch: str = "drop",  # "drop": h(conv(A'_drop)), the drop branch; "plain": h(A), the model's own classifier
+    z: int | None = None,  # class dropped in the drop branch, or None
+) -> Tensor:  # (B, C, H', W') logits at the wrapped model's output size
+    "Logits at output size from a feature map, through either branch, with or without a dropped class."
+    if branch not in INFERENCES: raise ValueError(f"branch must be one of {INFERENCES}, got {branch!r}")
+    if z is not None and not 0 <= z < self.num_classes: raise ValueError(f"z must be in [0, {self.num_classes}), got {z}")
+    if branch == "plain" and z is not None: raise ValueError("h(A) drops nothing: pass z only with branch='drop'")
+    logits = self.classifier(A) if branch == "plain" else self._drop_logits(A, z, x)
+    return self.adapter.output(self.model, logits, x)
+
+DropClass.branches, DropClass.forward, DropClass.predict, DropClass.head = branches, forward, predict, head

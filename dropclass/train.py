@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .adapters import FeaturesClassifier, convert_head_to_1x1
 from .core import DropClass
+from .diagnostics import drop_diagnostics
 from .data.balance import (ClassStats, HRNET_CITYSCAPES_WEIGHTS, RepeatFactorSampler, class_statistics,
                                     hrnet_weights, median_frequency_weights, repeat_class_indices, repeat_factors)
 from .data.datasets import get_dataset
@@ -38,7 +39,8 @@ from .models import PAPER_MODELS, load_imagenet, load_pretrained, paper_model
 __all__ = ['METHODS', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from', 'seed_everything', 'rng_states',
            'set_rng_states', 'save_checkpoint', 'load_checkpoint', 'Dist', 'init_distributed', 'resolve_device',
            'EpochOrder', 'BatchKeys', 'SeededAugment', 'class_weights_for', 'training_stats', 'tiny_net', 'init_convs',
-           'build_model', 'step_loss', 'evaluate_split', 'split_summary', 'labels_for', 'train', 'load_model']
+           'build_model', 'step_loss', 'evaluate_split', 'diagnose_split', 'split_summary', 'labels_for', 'train',
+           'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -100,6 +102,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA; slow to start, faster per step)
     seed: int = 0  # seeds the weights, the data order, the augmentation and the dropped classes
     eval_every: int = 0  # evaluate on the val split every this many iterations and keep the best (0: only at the end)
+    diag_length: int = 64  # val scenes for the drop-branch diagnostics at every evaluation (suppression, branch agreement; DropClass only; 0: none)
     ckpt_every: int = 100  # write the resumable checkpoint every this many iterations
     log_every: int = 10  # log the loss every this many iterations
     out_dir: str = "runs/train"  # checkpoints, logs and metrics go here
@@ -456,7 +459,7 @@ def _num_classes(model) -> int:
     raise ValueError("cannot tell the number of classes of the model")
 
 # %% ../nbs/21_train.ipynb #f7e00031
-_RESUME_FREE = {"max_iters", "eval_every", "ckpt_every", "log_every", "progress", "num_workers", "device", "out_dir",
+_RESUME_FREE = {"max_iters", "eval_every", "diag_length", "ckpt_every", "log_every", "progress", "num_workers", "device", "out_dir",
                 "resume", "eval_splits", "eval_batch_size", "eval_length", "compile"}  # may change when resuming
 
 
@@ -475,6 +478,17 @@ def evaluate_split(model, cfg: TrainConfig, split: str, device, d: Dist, length=
     cm = evaluate(core, _loader(shard, batch_size=cfg.eval_batch_size, cfg=cfg, device=device), ds.labels.num_classes,
                   device, progress=cfg.progress and d.main)
     return cm.all_reduce()
+
+
+def diagnose_split(model, cfg: TrainConfig, split: str, device, d: Dist, length: int | None = None):
+    "Drop-branch diagnostics (notebook 24) of a DropClass model on the first `length` scenes of a split (None otherwise)."
+    length = cfg.diag_length if length is None else length
+    core = model.module if hasattr(model, "module") else model
+    if not isinstance(core, DropClass) or length <= 0 or not d.main: return None
+    ds = _dataset(cfg, split, length if cfg.dataset == "synthetic" else None)
+    ds.transforms = eval_transforms()
+    ds = torch.utils.data.Subset(ds, range(min(length, len(ds))))
+    return drop_diagnostics(core, _loader(ds, batch_size=cfg.eval_batch_size, cfg=cfg, device=device), device)
 
 
 def split_summary(cm: ConfusionMatrix, labels) -> dict:
@@ -568,13 +582,16 @@ def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dic
                     for cb in callbacks: cb(entry)
             if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and it + 1 < cfg.max_iters:
                 miou = evaluate_split(model, cfg, cfg.val_split, device, d).miou
+                diag = diagnose_split(model, cfg, cfg.val_split, device, d)
                 net.train()
                 if miou > best["miou"]:
                     best = {"miou": miou, "step": it + 1}
                     checkpoint(it + 1, out / "best.pt")
                 if d.main:
-                    history.write(json.dumps({"step": it + 1, "val_miou": miou}) + "\n"); history.flush()
-                    for cb in callbacks: cb({"step": it + 1, "val_miou": miou})
+                    entry = {"step": it + 1, "val_miou": miou}
+                    if diag is not None: entry.update(suppression=round(diag.suppression_rate, 5), agreement=round(diag.agreement, 5))
+                    history.write(json.dumps(entry) + "\n"); history.flush()
+                    for cb in callbacks: cb(entry)
             if (it + 1) % cfg.ckpt_every == 0 and it + 1 < cfg.max_iters: checkpoint(it + 1)
     finally:
         bar.close()
@@ -590,6 +607,13 @@ def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dic
     for split in cfg.eval_splits:
         if cfg.dataset != "synthetic" and split == "counterfactual": continue
         metrics["splits"][split] = split_summary(evaluate_split(model, cfg, split, device, d), labels)
+    diag = diagnose_split(model, cfg, cfg.val_split, device, d)
+    if diag is not None:
+        metrics["diagnostics"] = {"split": cfg.val_split, "scenes": cfg.diag_length, **diag.to_dict(labels.classes)}
+        if d.main:
+            with (out / "history.jsonl").open("a") as h:
+                h.write(json.dumps({"step": cfg.max_iters, "suppression": round(diag.suppression_rate, 5),
+                                    "agreement": round(diag.agreement, 5)}) + "\n")
     if d.main: atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics
 
