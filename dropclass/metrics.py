@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -26,7 +27,7 @@ from .losses import check_labels, upsample_logits
 # %% auto #0
 __all__ = ['PAPER_TABLE1', 'confusion_matrix', 'class_stats', 'iou_per_class', 'miou', 'rare_classes', 'miou_dagger',
            'pixel_accuracy', 'class_accuracy', 'mean_class_accuracy', 'ConfusionMatrix', 'evaluate', 'ComparisonTable',
-           'comparison_table', 'paper_results']
+           'comparison_table', 'paper_results', 't_quantile_975', 'paired_difference']
 
 # %% ../nbs/20_metrics.ipynb #8d280006
 def _predictions(
@@ -449,4 +450,34 @@ def paper_results(
         iou = np.empty(CITYSCAPES.num_classes)
         iou[CITYSCAPES.by_share()] = np.array(PAPER_TABLE1[model][name][:19]) / 100
         out[name] = iou
+    return out
+
+# %% ../nbs/20_metrics.ipynb #8d280069
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t_quantile_975(df: int) -> float:
+    "The 97.5 % quantile of Student's t with `df` degrees of freedom (a table up to 30, then the Cornish-Fisher expansion)."
+    if df < 1: raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    if df <= len(_T975): return _T975[df - 1]
+    z = 1.959964  # the normal's 97.5 % quantile; two terms of the expansion in 1/df are within 1e-4 from df = 31 on
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def paired_difference(
+    baseline: Sequence[float | None],  # one value per seed (None or NaN: missing)
+    other: Sequence[float | None],  # the other method's value for the same seeds, in the same order
+) -> dict:  # {"n", "mean", "std", "ci95": [low, high], "wins", "baseline": {mean, std}, "other": {mean, std}}
+    "Mean and spread of each method over seeds, and the paired difference other - baseline with its 95 % t interval."
+    if len(baseline) != len(other): raise ValueError(f"one value per seed for both methods: got {len(baseline)} and {len(other)}")
+    ok = lambda v: v is not None and not math.isnan(v)
+    pairs = [(a, b) for a, b in zip(baseline, other) if ok(a) and ok(b)]
+    spread = lambda xs: {"mean": statistics.fmean(xs) if xs else None, "std": statistics.stdev(xs) if len(xs) > 1 else None}
+    d = [b - a for a, b in pairs]
+    out = {"n": len(d), "baseline": spread([a for a, _ in pairs]), "other": spread([b for _, b in pairs]),
+           "wins": sum(x > 0 for x in d), **spread(d), "ci95": None}
+    if len(d) > 1:
+        half = t_quantile_975(len(d) - 1) * out["std"] / math.sqrt(len(d))
+        out["ci95"] = [out["mean"] - half, out["mean"] + half]
     return out
