@@ -17,7 +17,9 @@ from .data.labels import LabelSet, colorize
 from .data.datasets import get_dataset
 from .data.transforms import denormalize, eval_transforms
 from .metrics import comparison_table
-from .train import config_from, labels_for, load_model, train
+from .core import DropClass
+from .diagnostics import diagnostics_figure
+from .train import Dist, config_from, evaluate_split, labels_for, load_model, split_summary, train
 
 # %% auto #0
 __all__ = ['DEMO_METHODS', 'loss_figure', 'iou_figure', 'predictions_figure', 'LiveLoss', 'write_report', 'run_demo']
@@ -138,6 +140,20 @@ def write_report(
         atomic_write_bytes(out / f"table_{split}.md", tables[split].to_markdown().encode())
     files = [_save(loss_figure(runs), out / "loss_curves.png"), _save(iou_figure(results, labels, splits), out / "iou_per_class.png")]
     models = {n: load_model(Path(run) / "last.pt")[0] for n, run in runs.items()}
+    diagnostics, plain = {}, {}
+    for n in names:
+        diag = results[n].get("diagnostics")
+        if diag is None: continue
+        diagnostics[n] = diag
+        files.append(_save(diagnostics_figure(diag, labels.classes, order=labels.by_share() if labels.pixel_share else None,
+                                              title=f"{n}: drop-branch diagnostics on {diag['split']} ({diag['scenes']} scenes)"),
+                           out / f"diagnostics_{n}.png"))
+        m = models[n]
+        if isinstance(m, DropClass):  # the same weights read through h(A), the model's own classifier
+            cfg_n = config_from(None, {k: v for k, v in results[n]["config"].items()} | {"progress": False})
+            m.inference = "plain"
+            plain[n] = {s: split_summary(evaluate_split(m, cfg_n, s, torch.device("cpu"), Dist()), labels) for s in splits}
+            m.inference = cfg_n.inference
     for split in splits:
         ds = get_dataset(cfg.dataset, cfg.data_root, split, transforms=eval_transforms(),
                          **({"length": cfg.eval_length} if cfg.dataset == "synthetic" and cfg.eval_length else {}))
@@ -146,7 +162,8 @@ def write_report(
     summary = {"splits": {s: {n: {k: results[n]["splits"][s][k] for k in ("miou", "miou_dagger", "pixel_accuracy", "iou")}
                               for n in names} for s in splits},
                "tables": {s: json.loads(t.to_json()) for s, t in tables.items()}, "config": first["config"],
-               "runs": {n: str(r) for n, r in runs.items()}}
+               "runs": {n: str(r) for n, r in runs.items()}, "diagnostics": diagnostics,
+               "plain_reading": {n: {s: {k: v[s][k] for k in ("miou", "miou_dagger", "iou")} for s in v} for n, v in plain.items()}}
     atomic_write_bytes(out / "results.json", (json.dumps(summary, indent=2) + "\n").encode())
     atomic_write_bytes(out / "report.md", _markdown(summary, tables, files, cfg, names).encode())
     return {"tables": tables, "files": files + ["results.json", "report.md"]}
@@ -161,6 +178,20 @@ def _markdown(summary, tables, files, cfg, names) -> str:
     for split, t in tables.items():
         lines += [f"## {split} split", "", "IoU in %, classes by increasing pixel share, † the rarest half "
                   "(mIoU† their mean), Δ = DropClass - baseline.", "", t.to_markdown(), ""]
+    for n, diag in summary.get("diagnostics", {}).items():
+        lines += [f"## Drop-branch diagnostics ({n})", "",
+                  f"On {diag['scenes']} {diag['split']} scenes: when a class is dropped in the drop branch, "
+                  f"**{100 * diag['suppression_rate']:.1f} %** of its pixels are still predicted as that class "
+                  f"({100 * diag['suppression_mean']:.1f} % on average over the classes; L_sup drives this towards 0). "
+                  f"h(A) and the drop branch with nothing dropped predict the same class on **{100 * diag['agreement']:.1f} %** "
+                  "of the pixels.", ""]
+        shown = [c for c in diag["suppression"] if diag["suppression"][c] is not None]
+        lines += ["| class | recall, nothing dropped | still predicted when dropped |", "|---|---|---|"]
+        lines += [f"| {c} | {100 * diag['recall_before'][c]:.1f} % | {100 * diag['suppression'][c]:.1f} % |" for c in shown] + [""]
+    for n, reading in summary.get("plain_reading", {}).items():
+        lines += [f"The same {n} weights read through h(A) (`inference=plain`) instead of the drop branch: "
+                  + ", ".join(f"{s} mIoU {100 * r['miou']:.1f} (mIoU† {100 * r['miou_dagger']:.1f})" for s, r in reading.items())
+                  + ".", ""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in files] + [""]
     return "\n".join(lines)
 

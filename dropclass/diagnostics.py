@@ -119,18 +119,30 @@ def drop_diagnostics(
     return total
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90016
-def diagnostics_figure(diag: DropDiagnostics, classes, title: str = "", order=None):
+def diagnostics_figure(
+    diag: DropDiagnostics | dict,  # counts, or their `to_dict` summary (as stored in metrics.json)
+    classes,  # class names in train-id order
+    title: str = "",
+    order=None,  # train ids in the order to show (default: train-id order)
+):
     "Per class: the drop branch's recall with nothing dropped (bars) and with the class dropped (dots)."
+    import numpy as np
     from matplotlib.figure import Figure
     order = list(order) if order is not None else list(range(len(classes)))
+    if isinstance(diag, dict):
+        arr = lambda key: np.array([np.nan if diag[key][c] is None else diag[key][c] for c in classes], np.float64)
+        before, after = 100 * arr("recall_before"), 100 * arr("suppression")
+        rate, agreement = diag["suppression_rate"], diag["agreement"]
+    else:
+        before, after = 100 * diag.recall_before.numpy(), 100 * diag.suppression.numpy()
+        rate, agreement = diag.suppression_rate, diag.agreement
     fig = Figure(figsize=(max(4.0, 0.42 * len(order) + 1.5), 2.8))
     ax = fig.subplots()
-    before, after = 100 * diag.recall_before.numpy(), 100 * diag.suppression.numpy()
     ax.bar(range(len(order)), before[order], color="#9ab", label="recall, nothing dropped")
     ax.plot(range(len(order)), after[order], "o", color="#c22", label="still predicted when the class is dropped")
     ax.set_xticks(range(len(order)), [classes[c] for c in order], rotation=60, ha="right", fontsize=7)
     ax.set_ylim(0, 100); ax.set_ylabel("% of the class's pixels")
-    ax.set_title(title or f"suppression {100 * diag.suppression_rate:.1f} %, branch agreement {100 * diag.agreement:.1f} %",
+    ax.set_title(title or f"dropped class still predicted on {100 * rate:.1f} % of its pixels; heads agree on {100 * agreement:.1f} %",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()

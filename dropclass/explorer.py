@@ -32,9 +32,9 @@ from .importance import conv1x1_importance, gradcam, importance_scores, region_w
 from .losses import upsample_logits
 
 # %% auto #0
-__all__ = ['PANELS', 'EXPLORER_PRESET', 'EXPLORER_OVERRIDES', 'MODEL_NAMES', 'APP_ENV', 'ExploreState', 'explore_state',
-           'as_dropclass', 'ClassDropExplorer', 'default_cache_dir', 'default_checkpoints', 'explorer_dataset',
-           'app_notebook', 'explorer_from_env', 'serve']
+__all__ = ['PANELS', 'EXPLORER_PRESET', 'EXPLORER_OVERRIDES', 'DEMO_DIR', 'MODEL_NAMES', 'APP_ENV', 'ExploreState',
+           'explore_state', 'as_dropclass', 'ClassDropExplorer', 'default_cache_dir', 'default_checkpoints',
+           'explorer_dataset', 'app_notebook', 'explorer_from_env', 'serve']
 
 # %% ../nbs/34_explorer.ipynb #20140006
 class ExploreState(NamedTuple):
@@ -387,8 +387,18 @@ def _captions(self, st, s, has_drop):
     else:
         zi = self.labels.index(z)
         changed = int((s.drop_prediction != s.kept_prediction).sum())
+        gt = self.panels["ground_truth"]
+        region = int((gt == zi).sum())
+        still = (f"; of its {region} ground-truth pixels {int(((s.drop_prediction == zi) & (gt == zi)).sum())} are still "
+                 f"predicted {e(z)}" if region else f"; {e(z)} is not in this scene's ground truth")
         cap["drop"].value = (f"<small><b>{e(z)}</b> dropped: {changed} pixels ({100 * changed / n:.1f}%) change; "
-                             f"{int((s.kept_prediction == zi).sum())} -> {int((s.drop_prediction == zi).sum())} predicted {e(z)}</small>")
+                             f"{int((s.kept_prediction == zi).sum())} -> {int((s.drop_prediction == zi).sum())} predicted {e(z)}"
+                             f"{still}</small>")
+    diag = getattr(self, "run_diagnostics", {}).get(st["model"]) if has_drop else None
+    if diag:
+        cap["drop"].value += (f"<br><small>this model on {diag['scenes']} {e(diag['split'])} scenes: a dropped class is still "
+                              f"predicted on {100 * diag['suppression_rate']:.1f}% of its pixels; h(A) and the drop branch "
+                              f"agree on {100 * diag['agreement']:.1f}%</small>")
         cap["bars"].value = (f"<small>mean probability of <b>{e(z)}</b>: {self.panels['before_probs'][zi]:.3f} before, "
                              f"{s.drop_probs[zi]:.3f} after the drop</small>")
     cap["class_map"].value = f"<small>A^c of <b>{e(c)}</b>, max {s.class_map.max():.3g}</small>"
@@ -404,8 +414,9 @@ def _accuracy(pred: np.ndarray, gt: np.ndarray, ignore_index: int = 255) -> floa
 ClassDropExplorer._captions = _captions
 
 # %% ../nbs/34_explorer.ipynb #20140036
-EXPLORER_PRESET = "demo-quick"  # the preset of the default pair...
-EXPLORER_OVERRIDES = {"max_iters": 60, "ckpt_every": 30, "eval_length": 16, "eval_splits": ()}  # ... half as long, evaluated briefly
+EXPLORER_PRESET = "demo"  # the default pair is the demo's: `dropclass demo` and the explorer share one training
+EXPLORER_OVERRIDES: dict = {}  # settings that differ from the preset (none: the pair is exactly the demo's)
+DEMO_DIR = Path("runs/demo")  # where `dropclass demo` writes its runs
 MODEL_NAMES = {"baseline": "baseline", "dropclass": "DropClass"}  # method -> name shown in the explorer
 
 
@@ -418,10 +429,15 @@ def default_checkpoints(
     cache_dir: str | Path | None = None,  # default: `default_cache_dir()`
     progress: bool = True,  # progress bars while training
     overrides: dict | None = None,  # further settings of both runs (e.g. {"max_iters": 60})
+    demo_dir: str | Path | None = DEMO_DIR,  # a finished `dropclass demo` here is used as it is (when no overrides are given)
 ) -> dict[str, Path]:  # model name -> checkpoint
-    "Checkpoints of a baseline and a DropClass model for the explorer: trained on first use (about two minutes on a CPU), then cached."
+    "The demo's baseline and DropClass checkpoints: those of a finished `dropclass demo`, else trained once into the cache."
     from dropclass.train import config_from, train
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    for folder in ([Path(demo_dir)] if demo_dir is not None and not overrides and not EXPLORER_OVERRIDES else []):
+        if all((folder / m / "metrics.json").is_file() and (folder / m / "last.pt").is_file() for m in MODEL_NAMES):
+            if progress: print(f"using the demo's models in {folder}")
+            return {name: folder / m / "last.pt" for m, name in MODEL_NAMES.items()}
     out = {}
     for method, name in MODEL_NAMES.items():
         cfg = config_from(EXPLORER_PRESET, {**EXPLORER_OVERRIDES, **(overrides or {}), "method": method,
@@ -460,7 +476,13 @@ def _from_checkpoints(
     if not checkpoints: raise ValueError("give at least one checkpoint")
     loaded = {name: load_model(path, device) for name, path in checkpoints.items()}
     cfg = next(iter(loaded.values()))[1]
-    return cls({name: m for name, (m, _) in loaded.items()}, explorer_dataset(cfg, split, length), **kwargs)
+    ex = cls({name: m for name, (m, _) in loaded.items()}, explorer_dataset(cfg, split, length), **kwargs)
+    ex.run_diagnostics = {}  # the drop-branch diagnostics that training measured (metrics.json beside the checkpoint)
+    for name, path in checkpoints.items():
+        metrics = Path(path).parent / "metrics.json"
+        if metrics.is_file(): ex.run_diagnostics[name] = json.loads(metrics.read_text()).get("diagnostics")
+    if ex.run_diagnostics: ex._update()  # redraw the captions with them
+    return ex
 
 
 @classmethod

@@ -162,7 +162,7 @@ def test_cli_train_eval_and_demo_end_to_end(tmp_path, capsys):
     assert cli(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--split", "val", "counterfactual",
                 "--json", str(tmp_path / "m.json"), "--quiet"]) == 0
     assert set(json.loads((tmp_path / "m.json").read_text())["splits"]) == {"val", "counterfactual"}
-    small = ["arch=tiny", "train_length=32", "eval_length=8", "crop_size=64x128", "scale_range=1,1", "batch_size=4",
+    small = ["arch=tiny", "encoder_weights=none", "train_length=32", "eval_length=8", "crop_size=64x128", "scale_range=1,1", "batch_size=4",
              "max_iters=4", "compensation_norm=group", "class_weights=none", "model_args={}"]
     assert cli(["demo", "--quick", "--out", str(tmp_path / "demo"), "--quiet"] + sum((["--set", s] for s in small), [])) == 0
     printed = capsys.readouterr().out
