@@ -6,6 +6,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -199,26 +204,81 @@ def _markdown(summary, tables, files, cfg, names) -> str:
 DEMO_METHODS = ("baseline", "dropclass")
 
 
+def _default_jobs() -> int:
+    "Trainings at a time: two on a CPU with two or more cores, one on a GPU (which one process keeps busy)."
+    return 2 if (os.cpu_count() or 1) >= 2 and not torch.cuda.is_available() else 1
+
+
+def _train_side_by_side(cfgs: dict, progress: bool, jobs: int) -> None:
+    "Train the configs `jobs` at a time in child processes (cores split evenly), with one progress bar per run."
+    from tqdm.auto import tqdm
+    threads = max(1, (os.cpu_count() or 2) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    todo, running = list(cfgs.items()), {}
+    bars = {m: tqdm(total=c.max_iters, desc=f"{m} ({c.arch}-{c.encoder})", position=k, disable=not progress, leave=True)
+            for k, (m, c) in enumerate(cfgs.items())}
+    try:
+        while todo or running:
+            while todo and len(running) < jobs:
+                method, cfg = todo.pop(0)
+                folder = Path(cfg.out_dir)
+                folder.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(folder / "config.json", json.dumps(asdict(cfg), indent=2).encode())
+                log = (folder / "train.log").open("a")
+                cmd = [sys.executable, "-m", "dropclass.cli", "train", "--config", str(folder / "config.json"), "--set", "progress=false"]
+                running[method] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, folder)
+            time.sleep(1.0)
+            for method, (proc, log, folder) in list(running.items()):
+                steps = [e["step"] for e in _history(folder) if "ce" in e]
+                if steps: bars[method].update(max(steps) - bars[method].n)
+                if proc.poll() is None: continue
+                log.close()
+                del running[method]
+                if proc.returncode != 0:
+                    tail = (folder / "train.log").read_text()[-1500:]
+                    raise RuntimeError(f"training {method} in {folder} failed (exit code {proc.returncode}); the end of "
+                                       f"{folder / 'train.log'}:\n{tail}")
+                bars[method].update(cfgs[method].max_iters - bars[method].n)
+    finally:
+        for proc, log, _ in running.values():  # interrupted: stop the children; their last checkpoints stay complete
+            proc.terminate(); proc.wait(); log.close()
+        for b in bars.values(): b.close()
+
+
 def run_demo(
     out: str | Path = "runs/demo",  # folder for the two runs and the report
-    quick: bool = False,  # the demo-quick preset: the whole pipeline in about two minutes, too short to compare methods
+    quick: bool = False,  # the demo-quick preset: the whole pipeline in under two minutes, too short to compare methods
     seed: int = 0,
     progress: bool = True,
     overrides: list[str] | None = None,  # further key=value settings, applied to both runs
+    jobs: int | None = None,  # trainings at a time: None = two on a multi-core CPU, one on a GPU
 ) -> dict:
     "Train the baseline and DropClass with identical settings, evaluate both, write and print the comparison report."
     out = Path(out)
-    runs = {}
-    for method in DEMO_METHODS:
-        cfg = config_from("demo-quick" if quick else "demo", [*(overrides or []), f"method={method}",
-                                                              f"out_dir={out / method}", f"seed={seed}", f"progress={progress}"])
-        stats = [runs[m] / "class_stats.json" for m in runs if (runs[m] / "class_stats.json").is_file()]
-        if stats and not (Path(cfg.out_dir) / "class_stats.json").is_file():  # same training set: count its classes once
-            Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(Path(cfg.out_dir) / "class_stats.json", stats[0].read_bytes())
-        if progress: print(f"training {method} ({cfg.arch}-{cfg.encoder}, {cfg.max_iters} iterations) in {cfg.out_dir}")
-        train(cfg)
-        runs[method] = Path(cfg.out_dir)
+    jobs = _default_jobs() if jobs is None else jobs
+    if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
+    cfgs = {m: config_from("demo-quick" if quick else "demo", [*(overrides or []), f"method={m}", f"out_dir={out / m}",
+                                                               f"seed={seed}", f"progress={progress}"]) for m in DEMO_METHODS}
+    first = cfgs[DEMO_METHODS[0]]
+    if first.class_weights not in ("none", "hrnet_cityscapes") or first.resample != "none":  # one training set: count it once
+        from dropclass.train import Dist, _dataset, training_stats
+        stats_dir = Path(first.out_dir)
+        stats_dir.mkdir(parents=True, exist_ok=True)
+        training_stats(first, _dataset(first, first.train_split, first.train_length), stats_dir, Dist())
+        for m, c in cfgs.items():
+            target = Path(c.out_dir) / "class_stats.json"
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, (stats_dir / "class_stats.json").read_bytes())
+    todo = {m: c for m, c in cfgs.items() if not (Path(c.out_dir) / "metrics.json").is_file()}
+    if progress:
+        for m, c in cfgs.items():
+            print(f"{m}: {c.arch}-{c.encoder}, {c.max_iters} iterations, in {c.out_dir}"
+                  + ("" if m in todo else " (already trained)"))
+    if jobs > 1 and len(todo) > 1: _train_side_by_side(todo, progress, jobs)
+    else:
+        for c in todo.values(): train(c)
+    runs = {m: Path(c.out_dir) for m, c in cfgs.items()}
     report = write_report(out, runs)
     for split, table in report["tables"].items():
         print(f"\n{split} split (IoU %, † = rarest half):\n{table.to_text()}")

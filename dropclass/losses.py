@@ -142,6 +142,7 @@ class DropSchedule:
     by: str = "epoch"  # "epoch": e/E, stepped once per epoch (official); "iter": i/max_iters (paper text)
     lam_max: float = 1.0  # value of lambda at the end of the ramp
     p_max: float = 1.0  # value of p at the end of the ramp
+    ramp_end: float = 1.0  # fraction of training at which the ramps reach lam_max and p_max, then stay (official: 1.0)
 
     def __post_init__(self):
         if self.by not in RAMPS: raise ValueError(f"by must be one of {RAMPS}, got {self.by!r}")
@@ -150,12 +151,13 @@ class DropSchedule:
             raise ValueError("by='epoch' needs iters_per_epoch (the number of batches in one epoch); or use by='iter'")
         for name in ("lam_max", "p_max"):
             if not 0.0 <= getattr(self, name) <= 1.0: raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0.0 < self.ramp_end <= 1.0: raise ValueError(f"ramp_end must be in (0, 1], got {self.ramp_end}")
 
     def progress(self, it: int) -> float:
         "Fraction of the ramp reached at iteration `it` (0-based), in [0, 1]."
-        if self.by == "iter": return min(max(it, 0) / self.max_iters, 1.0)
+        if self.by == "iter": return min(max(it, 0) / (self.ramp_end * self.max_iters), 1.0)
         epochs = math.ceil(self.max_iters / self.iters_per_epoch)
-        return min((max(it, 0) // self.iters_per_epoch) / epochs, 1.0)
+        return min((max(it, 0) // self.iters_per_epoch) / (self.ramp_end * epochs), 1.0)
 
     def lam(self, it: int) -> float:
         "$\\lambda$ of Eq. 7 at iteration `it`."

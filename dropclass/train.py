@@ -84,6 +84,7 @@ class TrainConfig:
     iters_per_epoch: int | None = None  # epoch length for the ramps; None: one pass over the training set, but at most max_iters/10 so that the ramps take at least 10 steps
     lam_max: float = 1.0  # final lambda of Eq. 7
     p_max: float = 1.0  # final probability of dropping a class
+    ramp_end: float = 1.0  # fraction of training at which lambda and p reach their maxima (official: 1.0, the end)
     alpha: float = 10.0  # weight of L_sup in Eq. 9
     suppress: bool = True  # use L_sup (False: Table 6's "w/o Eq. (8)")
     average: str = "kept"  # Eq. 4 denominator: "kept" (official) or "all" (paper)
@@ -540,7 +541,8 @@ def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dic
 
     order = EpochOrder(len(train_set), cfg.seed, cfg.batch_size, _parse_resample(cfg.resample), stats, d.rank, d.world)
     per_epoch = cfg.iters_per_epoch or max(min(len(order.epoch(0)) // cfg.batch_size, cfg.max_iters // 10), 1)
-    schedule = DropSchedule(cfg.max_iters, iters_per_epoch=per_epoch, by=cfg.ramp, lam_max=cfg.lam_max, p_max=cfg.p_max)
+    schedule = DropSchedule(cfg.max_iters, iters_per_epoch=per_epoch, by=cfg.ramp, lam_max=cfg.lam_max, p_max=cfg.p_max,
+                            ramp_end=cfg.ramp_end)
     augment = train_transforms(crop_size=cfg.crop_size, scale_range=cfg.scale_range)
     loader = _loader(SeededAugment(train_set, augment, cfg.seed), BatchKeys(order, start), cfg.batch_size, cfg, device)
     net = model
