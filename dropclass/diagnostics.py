@@ -40,17 +40,17 @@ class DropDiagnostics:
     @property
     def suppression(self) -> Tensor:
         "(C,) share of each class's pixels still predicted as it when it is dropped (NaN for absent classes); 0 is full suppression."
-        return torch.where(self.gt > 0, self.kept / self.gt.clamp(min=1), torch.full_like(self.gt, float("nan"), dtype=torch.float64))
+        return torch.where(self.gt > 0, self.kept.double() / self.gt.clamp(min=1), torch.full_like(self.gt, float("nan"), dtype=torch.float64))
 
     @property
     def recall_before(self) -> Tensor:
         "(C,) share of each class's pixels the drop branch predicts as it with nothing dropped (NaN for absent classes)."
-        return torch.where(self.gt > 0, self.before / self.gt.clamp(min=1), torch.full_like(self.gt, float("nan"), dtype=torch.float64))
+        return torch.where(self.gt > 0, self.before.double() / self.gt.clamp(min=1), torch.full_like(self.gt, float("nan"), dtype=torch.float64))
 
     @property
     def suppression_rate(self) -> float:
         "Over all labelled pixels of every class: the share still predicted as their class when it is dropped."
-        return float(self.kept.sum() / max(int(self.gt.sum()), 1))
+        return int(self.kept.sum()) / max(int(self.gt.sum()), 1)
 
     @property
     def suppression_mean(self) -> float:
