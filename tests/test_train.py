@@ -113,7 +113,7 @@ def test_methods_and_options_run(tmp_path, kw):
 
 def test_training_lowers_the_loss(tmp_path):
     train(tiny(tmp_path, max_iters=30, log_every=1, ckpt_every=30))
-    ce = [json.loads(l)["ce"] for l in (tmp_path / "history.jsonl").read_text().splitlines()]
+    ce = [e["ce"] for e in map(json.loads, (tmp_path / "history.jsonl").read_text().splitlines()) if "ce" in e]
     assert sum(ce[-5:]) / 5 < 0.7 * sum(ce[:5]) / 5
 
 
