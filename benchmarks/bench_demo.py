@@ -55,14 +55,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", choices=("quick", "demo"), default=None)
     p.add_argument("--out", type=Path, default=RESULTS / "demo_time.json")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="write the demos under this folder (<keep>/demo, <keep>/quick) and keep them; it must not hold them yet")
     args = p.parse_args(argv)
     import torch
     record = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "processor": platform.processor(),
                           "torch": torch.__version__}, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
         for kind in ([args.only] if args.only else ["quick", "demo"]):
+            if (root / kind).exists(): p.error(f"{root / kind} exists: the timing must start from an empty folder")
             print(f"timing {kind} ...", flush=True)
-            record["runs"][kind] = r = time_demo(kind, Path(tmp))
+            record["runs"][kind] = r = time_demo(kind, root)
             print(f"  {r['command']}: {r['wall_seconds']:.0f} s (target {r['target_seconds']:.0f} s), training "
                   f"{r['training_seconds']}, val mIoU {r['val_miou']}", flush=True)
     old = json.loads(args.out.read_text()) if args.out.is_file() else {}

@@ -11,7 +11,7 @@ during training, and checks each against criteria fixed in advance:
 No DropClass run is involved: the regime must not be chosen for DropClass to win.
 
     python benchmarks/regime_search.py --jobs 2                      # the candidates below, about 35 minutes on 2 cores
-    python benchmarks/regime_search.py --candidate study=--set,max_iters=1500
+    python benchmarks/regime_search.py --only lr4e-3_1500 --bias-scenes 0
 """
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 # name: (preset, overrides); all baselines
-CANDIDATES = {
-    "demo_300": ("demo", ["max_iters=300", "eval_every=60"]),
+CANDIDATES = {  # the demo preset's settings (FPN, ImageNet EfficientNet-Lite0, 128x256, batch 8, AdamW, median weights) trained longer
     "lr2e-3_1500": ("demo", ["max_iters=1500", "eval_every=150", "ckpt_every=150"]),
     "lr4e-3_1500": ("demo", ["max_iters=1500", "lr=4e-3", "eval_every=150", "ckpt_every=150"]),
+    # the same with each library's own initialisation of the decoder and head instead of the official N(0, 0.001)
+    "lr2e-3_1500_torchinit": ("demo", ["max_iters=1500", "init_std=none", "eval_every=150", "ckpt_every=150"]),
+    "lr4e-3_1500_torchinit": ("demo", ["max_iters=1500", "lr=4e-3", "init_std=none", "eval_every=150", "ckpt_every=150"]),
 }
 
 

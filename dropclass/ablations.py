@@ -31,6 +31,11 @@ ABLATIONS: dict[str, tuple[str, dict]] = {  # variant: (what it is, overrides of
     "dropclass_detached": ("DropClass with the importance scores detached", {"method": "dropclass", "detach_importance": True}),
     "dropclass_plain_inference": ("DropClass predicting with h(A) (the dropclass run, evaluated differently)",
                                   {"method": "dropclass", "inference": "plain"}),
+    "dropclass_pytorch_compensation": ("DropClass with PyTorch's defaults in the compensating layer (BatchNorm momentum "
+                                       "0.1, default conv init) instead of the official 0.01 and N(0, 0.001)",
+                                       {"method": "dropclass", "compensation_momentum": 0.1, "compensation_init_std": None}),
+    "dropclass_ramps_end_half": ("DropClass with lambda and p reaching their maxima half way through training",
+                                 {"method": "dropclass", "ramp_end": 0.5}),
 }
 EVAL_ONLY = {"dropclass_plain_inference": "dropclass"}  # variants that re-evaluate another variant's weights
 
@@ -100,10 +105,21 @@ def ablation_markdown(summary: dict, seeds: list[int]) -> str:
         if variant != "baseline":
             lines.append("| &nbsp;&nbsp;Δ | " + " | ".join(
                 f"{f(row[k]['delta_mean'], row[k]['delta_std'])} ({row[k]['wins']}/{row[k]['seeds']})" for k in names) + " |")
+    diag = {v: row["diagnostics"] for v, row in summary.items() if row.get("diagnostics")}
+    if diag:
+        lines += ["", "Drop-branch diagnostics on val (mean ± std over seeds): the share of a dropped class's pixels still "
+                  "predicted as it, and the agreement of h(A) with the drop branch.", "",
+                  "| variant | still predicted when dropped | h(A) agrees with the drop branch |", "|---|---|---|"]
+        lines += [f"| {v} | {f(*d['suppression_rate'])} | {f(*d['agreement'])} |" for v, d in diag.items()]
     lines += ["", "Variants:", ""] + [f"- `{v}`: {ABLATIONS[v][0]}" for v in summary]
     return "\n".join(lines)
 
 # %% ../nbs/33_ablations.ipynb #7c670013
+def _diagnostics(cfg) -> dict | None:
+    path = Path(cfg.out_dir) / "metrics.json"
+    return json.loads(path.read_text()).get("diagnostics") if path.is_file() else None
+
+
 def run_ablations(
     seeds: list[int] = (0, 1, 2),
     variants: list[str] | None = None,  # default: all of ABLATIONS
@@ -124,6 +140,10 @@ def run_ablations(
             if progress: print(f"seed {seed}, {v}: {ABLATIONS[v][0]}")
             results[v][seed] = run_variant(v, seed, runs, preset, overrides, progress)
     summary = summarise_ablations(results)
+    diagnostics = {v: {s: _diagnostics(ablation_config(v, s, runs, preset, overrides, progress)) for s in seeds} for v in variants}
+    for v, per_seed in diagnostics.items():  # drop-branch diagnostics of the DropClass variants (notebook 24)
+        rates = [d for d in per_seed.values() if d]
+        if rates: summary[v]["diagnostics"] = {k: _ms([d[k] for d in rates]) for k in ("suppression_rate", "agreement")}
     out = Path(out) if out else Path(runs) / "ablations.json"
     atomic_write_bytes(out, (json.dumps({"seeds": list(seeds), "preset": preset, "overrides": list(overrides),
                                          "summary": summary, "per_seed": results}, indent=2) + "\n").encode())
