@@ -1,8 +1,9 @@
 """Speed of the synthetic street scenes on one CPU core, written to JSON.
 
 Measures scenes per second of `render_street` and of `SyntheticStreets[i]` (which adds the conversion to tensors) at
-128x256 (target: >= 200 per second), the same at larger sizes for reference, and the writer's throughput (PNG
-encoding and atomic writes included). BLAS and OpenMP are limited to one thread before NumPy and torch load.
+128x256 (target: >= 200 per second), the same at larger sizes for reference, the writer's throughput (PNG
+encoding and atomic writes included), and the class statistics of the training set (masks counted per second,
+target >= 500: `class_statistics` reads labels only, without painting the images). BLAS and OpenMP are limited to one thread before NumPy and torch load.
 
     python benchmarks/bench_synthetic.py          # writes benchmarks/results/synthetic_cpu.json
 """
@@ -22,9 +23,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from dropclass.data.balance import class_statistics  # noqa: E402
 from dropclass.data.synthetic import SyntheticStreets, render_street, write_synthetic  # noqa: E402
 
 TARGET = 200.0  # scenes per second at 128x256 on one core
+STATS_TARGET = 500.0  # masks per second counted by class_statistics at 128x256 on one core
 
 
 def rate(fn, n, repeats):
@@ -55,10 +58,16 @@ def main():
         t = time.perf_counter()
         write_synthetic(tmp, "train", length=n, progress=False)
         res["write_128x256"] = {"median_per_s": n / (time.perf_counter() - t)}
+    stats_set = SyntheticStreets(split="train", length=1000)
+    res["class_statistics_128x256"] = rate(lambda r: class_statistics(stats_set, progress=False), 1, args.repeats)
+    res["class_statistics_128x256"] = {k: (v * len(stats_set) if k != "runs_per_s" else [round(x * len(stats_set), 1) for x in v])
+                                       for k, v in res["class_statistics_128x256"].items()}  # masks per second
     main_rate = res["render_128x256"]["median_per_s"]
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": 1, "numpy": np.__version__,
                        "torch": torch.__version__},
            "results": res, "target_per_s_128x256": TARGET, "target_met": main_rate >= TARGET,
+           "class_statistics_target_per_s": STATS_TARGET,
+           "class_statistics_target_met": res["class_statistics_128x256"]["median_per_s"] >= STATS_TARGET,
            "command": " ".join([Path(sys.executable).name] + sys.argv)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
