@@ -16,7 +16,7 @@ from .importance import IGNORE_INDEX
 from .losses import upsample_logits
 
 # %% auto #0
-__all__ = ['DropDiagnostics', 'batch_diagnostics', 'drop_diagnostics', 'diagnostics_figure']
+__all__ = ['DropDiagnostics', 'batch_diagnostics', 'drop_diagnostics', 'drop_dimming', 'diagnostics_figure']
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90005
 @dataclass
@@ -119,6 +119,23 @@ def drop_diagnostics(
     return total
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90016
+@torch.no_grad()
+def drop_dimming(
+    model: DropClass,  # with importance="weight" (the official S^c = W_c)
+) -> Tensor:  # (C,) float64: for each class, the share of its channels' scale that dropping it removes (1: all)
+    "How much dropping each class dims the channels it relies on, in the drop branch (features after a ReLU)."
+    if model.importance != "weight": raise ValueError("drop_dimming reads the classifier's weights: it needs importance='weight'")
+    P = model.classifier.weight.detach().flatten(1).clamp(min=0).double()  # (C, K) W^+
+    C = P.shape[0]
+    kept = C - 1 if model.average == "kept" else C
+    G = P.sum(0) / C  # (K,) nothing dropped
+    out = torch.zeros(C, dtype=torch.float64)
+    for z in range(C):
+        dim = torch.where(G > 0, (G - (P.sum(0) - P[z]) / kept) / G.clamp(min=1e-30), torch.zeros_like(G))
+        out[z] = (P[z] * dim).sum() / P[z].sum().clamp(min=1e-30)
+    return out
+
+# %% ../nbs/24_diagnostics.ipynb #d1a90019
 def diagnostics_figure(
     diag: DropDiagnostics | dict,  # counts, or their `to_dict` summary (as stored in metrics.json)
     classes,  # class names in train-id order
