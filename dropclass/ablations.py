@@ -123,13 +123,14 @@ def _diagnostics(cfg) -> dict | None:
 def run_ablations(
     seeds: list[int] = (0, 1, 2),
     variants: list[str] | None = None,  # default: all of ABLATIONS
-    runs: str | Path = "runs/compare_seeds",  # shared with benchmarks/compare_seeds.py, so its runs are reused
+    runs: str | Path | None = None,  # default runs/ablations_<preset>; benchmarks/study.py's runs folder has the same layout
     preset: str = "demo",
     overrides: list[str] = (),
     out: str | Path | None = None,  # JSON file for the summary (a .md beside it); default: <runs>/ablations.json
     progress: bool = True,
 ) -> dict:
     "Train (or reuse) every variant for every seed and summarise them against the baseline."
+    runs = Path(runs) if runs is not None else Path("runs") / f"ablations_{preset}"
     variants = list(variants or ABLATIONS)
     for v in variants:
         if v not in ABLATIONS: raise ValueError(f"unknown variant {v!r}; the variants are {', '.join(ABLATIONS)}")

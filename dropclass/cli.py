@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     a.add_argument("--variants", nargs="+", default=None, help="variants to run (default: all; the baseline is always run)")
     a.add_argument("--preset", default="demo", help="training preset of every run (default: demo)")
-    a.add_argument("--runs", default="runs/compare_seeds", help="folder of the runs, shared with benchmarks/compare_seeds.py")
+    a.add_argument("--runs", default=None, help="folder of the runs (default: runs/ablations_<preset>); "
+                   "benchmarks/study.py uses the same layout, so --runs runs/study with --preset study reuses its runs")
     a.add_argument("--out", default=None, help="JSON file for the summary (default: <runs>/ablations.json; a .md beside it)")
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="setting for every run")
     a.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -178,7 +178,7 @@ def _markdown(summary, tables, files, cfg, names) -> str:
     lines = ["# Baseline against DropClass", "",
              f"{cfg.arch}-{cfg.encoder}, {cfg.dataset} data at {cfg.crop_size[0]}x{cfg.crop_size[1]}, {cfg.max_iters} iterations "
              f"of batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr}, class weights: {cfg.class_weights}, seed {cfg.seed}. "
-             "The two runs differ only in the method. One seed is one sample; see benchmarks/compare_seeds.py for the spread "
+             "The two runs differ only in the method. One seed is one sample; see benchmarks/study.py for the spread "
              "over seeds.", ""]
     for split, t in tables.items():
         lines += [f"## {split} split", "", "IoU in %, classes by increasing pixel share, † the rarest half "
