@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Train a baseline and a DropClass model with identical settings on built-in synthetic street "
                                    "scenes (nothing is downloaded), evaluate both on the val and counterfactual splits, print "
                                    "the comparison in the paper's Table 1 layout and write a report folder with figures. "
-                                   "About eight and a half minutes on two CPU cores; --quick runs the whole pipeline in about two.")
+                                   "About six minutes on two CPU cores; --quick runs the whole pipeline in about one.")
     d.add_argument("--quick", action="store_true", help="smaller scenes and fewer iterations: checks the pipeline, too short to compare methods")
     d.add_argument("--out", default="runs/demo", help="folder for the runs and the report (default: runs/demo)")
     d.add_argument("--seed", type=int, default=0, help="seed of both runs (default: 0)")
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Train every ablation variant (reweighting, resampling, no L_sup, ignore-a-label, the "
                                    "paper's readings against the official code's) for every seed with one preset, reusing "
                                    "finished runs, and write a table of mean and spread against the baseline. With the demo "
-                                   "preset, about four minutes per variant and seed on two CPU cores.")
+                                   "preset, about five minutes per variant and seed on two CPU cores.")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     a.add_argument("--variants", nargs="+", default=None, help="variants to run (default: all; the baseline is always run)")
     a.add_argument("--preset", default="demo", help="training preset of every run (default: demo)")
