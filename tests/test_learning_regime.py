@@ -84,9 +84,13 @@ def test_imagenet_weights_errors():
 def test_demo_presets_start_from_imagenet(lite0):
     for name in ("demo", "demo-quick", "study"):
         assert PRESETS[name]["encoder"] == "tu-efficientnet_lite0" and PRESETS[name]["encoder_weights"] == "imagenet"
-    model = build_model(config_from("demo", {"method": "baseline"}), 19)
-    torch.testing.assert_close(model.encoder.state_dict()["model.conv_stem.weight"], lite0.state_dict()["conv_stem.weight"])
-    assert model.segmentation_head[0].weight.std() < 0.002  # the non-pretrained parts start as N(0, 0.001)
+    official = build_model(config_from("demo", {"method": "baseline", "init_std": 0.001}), 19)
+    torch.testing.assert_close(official.encoder.state_dict()["model.conv_stem.weight"], lite0.state_dict()["conv_stem.weight"])
+    assert official.segmentation_head[0].weight.std() < 0.002  # the non-pretrained parts start as N(0, 0.001)...
+    assert TrainConfig().init_std == 0.001  # ... the official default; the CPU presets keep smp's own init (notebook 22)
+    smp_init = build_model(config_from("demo", {"method": "baseline"}), 19)
+    assert smp_init.segmentation_head[0].weight.std() > 0.01
+    torch.testing.assert_close(smp_init.encoder.state_dict()["model.conv_stem.weight"], lite0.state_dict()["conv_stem.weight"])
 
 
 # ------------------------------------------------------------------------------------- official initialisation
@@ -245,3 +249,39 @@ def test_class_statistics_leave_the_global_generator_alone():
     assert torch.equal(state, torch.get_rng_state())
     ref = torch.stack([torch.bincount(ds[i][1].flatten(), minlength=256)[:19] for i in range(20)])
     assert torch.equal(stats.counts, ref)
+
+
+# ------------------------------------------------------------------------------------------ demo and explorer plumbing
+TINY_DEMO = ["arch=tiny", "encoder_weights=none", "train_length=32", "eval_length=8", "crop_size=64x128", "scale_range=1,1",
+             "batch_size=4", "max_iters=4", "compensation_norm=group", "model_args={}", "ckpt_every=2", "diag_length=4"]
+
+
+def test_demo_side_by_side_writes_both_runs_and_the_report(tmp_path):
+    from dropclass.demo import run_demo
+    run_demo(tmp_path, quick=True, progress=False, overrides=TINY_DEMO, jobs=2)
+    for m in ("baseline", "dropclass"):
+        assert (tmp_path / m / "config.json").is_file() and (tmp_path / m / "metrics.json").is_file()
+    # one training set: the class statistics were counted once and shared
+    assert (tmp_path / "baseline" / "class_stats.json").read_bytes() == (tmp_path / "dropclass" / "class_stats.json").read_bytes()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert "dropclass" in results["diagnostics"] and set(results["plain_reading"]["dropclass"]) == {"val", "counterfactual"}
+    assert "still predicted as that class" in (tmp_path / "report.md").read_text()
+
+
+def test_demo_child_failure_is_reported_with_its_log(tmp_path):
+    from dropclass.demo import run_demo
+    with pytest.raises(RuntimeError, match="failed .*train.log"):  # the children fail on a bad data root, the parent says where
+        run_demo(tmp_path, quick=True, progress=False, overrides=TINY_DEMO + ["class_weights=none", "data_root=/nonexistent"], jobs=2)
+
+
+def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):
+    from dropclass import explorer as ex_module
+    from dropclass.demo import run_demo
+    run_demo(tmp_path / "demo", quick=True, progress=False, overrides=TINY_DEMO, jobs=1)
+    def no_training(cfg): raise AssertionError("the demo's finished runs should have been used")
+    monkeypatch.setattr("dropclass.train.train", no_training)
+    ckpts = ex_module.default_checkpoints(tmp_path / "cache", progress=False, demo_dir=tmp_path / "demo")
+    assert ckpts == {"baseline": tmp_path / "demo" / "baseline" / "last.pt", "DropClass": tmp_path / "demo" / "dropclass" / "last.pt"}
+    ex = ex_module.ClassDropExplorer.from_checkpoints(ckpts, length=2)
+    ex.set(model="DropClass", drop="road")
+    assert "this model on 4 val scenes" in ex.captions["drop"].value
