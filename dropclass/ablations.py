@@ -71,7 +71,7 @@ METRICS = [("val", "miou"), ("val", "miou_dagger"), ("counterfactual", "miou"), 
 def _ms(values):
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals: return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)  # no spread from one seed
 
 
 def summarise_ablations(results: dict[str, dict[int, dict]], reference: str = "baseline") -> dict:
@@ -93,7 +93,7 @@ def summarise_ablations(results: dict[str, dict[int, dict]], reference: str = "b
 
 def ablation_markdown(summary: dict, seeds: list[int]) -> str:
     "The summary as a markdown table: mean ± std over seeds, and the paired difference with the baseline."
-    f = lambda m, s: "n/a" if m is None else f"{100 * m:.1f} ± {100 * s:.1f}"
+    f = lambda m, s: "n/a" if m is None else (f"{100 * m:.1f}" if s is None else f"{100 * m:.1f} ± {100 * s:.1f}")
     names = {"val/miou": "val mIoU", "val/miou_dagger": "val mIoU†", "counterfactual/miou": "counterfactual mIoU",
              "counterfactual/miou_dagger": "counterfactual mIoU†"}
     head = "| variant | " + " | ".join(names[k] for k in names) + " |"
