@@ -394,13 +394,13 @@ def _captions(self, st, s, has_drop):
         cap["drop"].value = (f"<small><b>{e(z)}</b> dropped: {changed} pixels ({100 * changed / n:.1f}%) change; "
                              f"{int((s.kept_prediction == zi).sum())} -> {int((s.drop_prediction == zi).sum())} predicted {e(z)}"
                              f"{still}</small>")
+        cap["bars"].value = (f"<small>mean probability of <b>{e(z)}</b>: {self.panels['before_probs'][zi]:.3f} before, "
+                             f"{s.drop_probs[zi]:.3f} after the drop</small>")
     diag = getattr(self, "run_diagnostics", {}).get(st["model"]) if has_drop else None
     if diag:
         cap["drop"].value += (f"<br><small>this model on {diag['scenes']} {e(diag['split'])} scenes: a dropped class is still "
                               f"predicted on {100 * diag['suppression_rate']:.1f}% of its pixels; h(A) and the drop branch "
                               f"agree on {100 * diag['agreement']:.1f}%</small>")
-        cap["bars"].value = (f"<small>mean probability of <b>{e(z)}</b>: {self.panels['before_probs'][zi]:.3f} before, "
-                             f"{s.drop_probs[zi]:.3f} after the drop</small>")
     cap["class_map"].value = f"<small>A^c of <b>{e(c)}</b>, max {s.class_map.max():.3g}</small>"
     cap["gradcam"].value = f"<small>Grad-CAM of <b>{e(c)}</b>, max {s.gradcam.max():.3g}</small>"
     self.status.value = (f"<b>{e(st['model'])}</b>, image {st['image']}, dropped: <b>{e(z or 'none')}</b>, inspected: <b>{e(c)}</b>")

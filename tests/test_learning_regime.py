@@ -283,5 +283,8 @@ def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):
     ckpts = ex_module.default_checkpoints(tmp_path / "cache", progress=False, demo_dir=tmp_path / "demo")
     assert ckpts == {"baseline": tmp_path / "demo" / "baseline" / "last.pt", "DropClass": tmp_path / "demo" / "dropclass" / "last.pt"}
     ex = ex_module.ClassDropExplorer.from_checkpoints(ckpts, length=2)
+    for change in ({"model": "DropClass"}, {"drop": "road"}, {"drop": None}, {"model": "baseline"}, {"drop": "car"}):
+        ex.set(**change)
+        assert ex.error is None, (change, ex.error)
     ex.set(model="DropClass", drop="road")
-    assert "this model on 4 val scenes" in ex.captions["drop"].value
+    assert "this model on 4 val scenes" in ex.captions["drop"].value and "mean probability of <b>road</b>" in ex.captions["bars"].value
