@@ -635,7 +635,7 @@ def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dic
 def _check_same_run(cfg: TrainConfig, saved: dict, path: Path) -> None:
     "Refuse to resume a checkpoint written with different settings (other than those that may change)."
     diff = {k: (saved.get(k), v) for k, v in asdict(cfg).items()
-            if k not in _RESUME_FREE and _norm(saved.get(k)) != _norm(v)}
+            if k not in _RESUME_FREE and k in saved and _norm(saved[k]) != _norm(v)}  # settings newer than the file: not compared
     if diff:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:5])
         raise ValueError(f"{path} was written by a run with other settings ({shown}). Use another out_dir, or set "
