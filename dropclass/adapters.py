@@ -12,7 +12,7 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['ADAPTERS', 'Adapter', 'SmpAdapter', 'TorchvisionAdapter', 'FeaturesClassifier', 'PartsAdapter', 'register_adapter',
-           'find_adapter', 'check_classifier', 'convert_head_to_1x1']
+           'find_adapter', 'model_features', 'model_head', 'check_classifier', 'convert_head_to_1x1']
 
 # %% ../nbs/04_adapters.ipynb #d34a0005
 class Adapter:
@@ -135,6 +135,18 @@ def find_adapter(model: nn.Module) -> Adapter:
     raise TypeError(f"don't know where the features and the classifier of {type(model).__name__} are. Wrap it as "
                     "DropClass(features=..., classifier=nn.Conv2d(K, C, 1)), or register an Adapter with "
                     "dropclass.adapters.register_adapter")
+
+# %% ../nbs/04_adapters.ipynb #d34a0024
+def model_features(model: nn.Module, x: Tensor) -> Tensor:
+    "The feature map A = g(x) of any model an adapter understands, shape (B, K, h1, w1)."
+    return find_adapter(model).features(model, x)
+
+
+def model_head(model: nn.Module, x: Tensor):
+    "The model's own head as a function of its feature map: A -> h(A) through the output stage, for the images `x`."
+    adapter = find_adapter(model)
+    classifier = adapter.get_classifier(model)
+    return lambda A: adapter.output(model, classifier(A), x)
 
 # %% ../nbs/04_adapters.ipynb #d34a0019
 def check_classifier(classifier: nn.Module) -> nn.Conv2d:

@@ -10,20 +10,47 @@ from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
+from fastcore.basics import patch
 from torch import Tensor
 
 from .adapters import FeaturesClassifier, check_classifier, convert_head_to_1x1, find_adapter
+from .conventions import Option, check_labels, upsample_logits
 from .features import AVERAGES, class_features, drop_average, dropped_features, sample_drop
 from .importance import conv1x1_importance, region_weights, upsample_adjoint
-from .losses import check_labels, upsample_logits
 
 # %% auto #0
-__all__ = ['IMPORTANCES', 'FORMS', 'INFERENCES', 'NORMS', 'DropClassOutput', 'compensation', 'DropClass']
+__all__ = ['IMPORTANCES', 'FORMS', 'INFERENCES', 'NORMS', 'DROPCLASS_OPTIONS', 'DropClassOutput', 'compensation', 'DropClass']
 
 # %% ../nbs/05_dropclass.ipynb #45ea0005
 IMPORTANCES = ("weight", "class")  # S^c = W_c (official), or Eq. 1 over the pixels of class c (text)
 FORMS = ("closed", "reference")  # how Eq. 2-4 are computed: closed form, or every A^c materialised (notebook 02)
 INFERENCES = ("drop", "plain")  # predict through the drop branch with nothing dropped (official), or h(A)
+NORMS = ("batch", "group", "none")  # normalisation of the compensating layer
+
+
+def _odd(k: int) -> str | None: return None if k % 2 == 1 else "must be an odd kernel size"
+
+
+DROPCLASS_OPTIONS: dict[str, Option] = {  # every option of DropClass: default (the official code's), accepted values, meaning
+    "drop_prob": Option(1.0, "probability p of dropping a class per training batch; a schedule ramps it (DropSchedule)",
+                        kind="float", low=0.0, high=1.0),
+    "compensation_kernel": Option(1, "kernel size of the compensating conv (official: 1)", kind="int", low=1, rule=_odd),
+    "compensation_norm": Option("batch", "its normalisation: 'batch' (official), 'group' (small per-device batches) or 'none'",
+                                kind="str", choices=NORMS),
+    "compensation_momentum": Option(0.01, "momentum of its BatchNorm's running statistics (official 0.01; PyTorch's 0.1)",
+                                    kind="float", low=0.0, low_open=True, high=1.0),
+    "compensation_init_std": Option(0.001, "its conv weights start as N(0, std), bias 0 (official); None: PyTorch's init",
+                                    kind="float | None", low=0.0, low_open=True),
+    "average": Option("kept", "Eq. 4 denominator: 'kept' classes (official) or 'all' |C| (paper)", kind="str", choices=AVERAGES),
+    "importance": Option("weight", "S^c: 'weight' = W_c (official) or 'class' = Eq. 1 over the pixels of c", kind="str",
+                         choices=IMPORTANCES),
+    "detach_importance": Option(False, "stop gradients through S^c (official: False)", kind="bool"),
+    "inference": Option("drop", "eval-mode prediction: the 'drop' branch with nothing dropped (official) or 'plain' h(A)",
+                        kind="str", choices=INFERENCES),
+    "form": Option("closed", "Eq. 2-4 in 'closed' form, or the 'reference' form with every A^c materialised", kind="str",
+                   choices=FORMS),
+}
+_D = {name: option.default for name, option in DROPCLASS_OPTIONS.items()}  # the defaults, for the signatures below
 
 
 def _identity(t: Tensor) -> Tensor: return t
@@ -37,21 +64,16 @@ class DropClassOutput(NamedTuple):
     upsample: Callable[[Tensor], Tensor] = _identity  # the model's output stage: logits -> its output size, as in eval
 
 
-NORMS = ("batch", "group", "none")  # normalisation of the compensating layer
-
-
 def compensation(
     channels: int,  # K, channels of the feature map
-    kernel_size: int = 1,  # 1 in the official code
-    norm: str = "batch",  # "batch" (official), "group" (32 groups or fewer, for small per-device batches) or "none"
-    momentum: float = 0.01,  # BatchNorm momentum of the running statistics (official: 0.01; PyTorch's default is 0.1)
-    init_std: float | None = 0.001,  # the conv's weights ~ N(0, init_std), bias 0 (official); None: PyTorch's default init
+    kernel_size: int = _D["compensation_kernel"],  # 1 in the official code
+    norm: str = _D["compensation_norm"],  # "batch" (official), "group" (32 groups or fewer) or "none"
+    momentum: float = _D["compensation_momentum"],  # BatchNorm momentum of the running statistics (official: 0.01)
+    init_std: float | None = _D["compensation_init_std"],  # conv weights ~ N(0, init_std), bias 0; None: PyTorch's init
 ) -> nn.Sequential:
     "The compensating layer after Eq. 4: Conv2d(K, K) with bias, a normalisation (BatchNorm2d officially), ReLU."
-    if kernel_size < 1 or kernel_size % 2 == 0: raise ValueError(f"compensation_kernel must be a positive odd size, got {kernel_size}")
-    if norm not in NORMS: raise ValueError(f"compensation_norm must be one of {NORMS}, got {norm!r}")
-    if not 0.0 < momentum <= 1.0: raise ValueError(f"compensation_momentum must be in (0, 1], got {momentum}")
-    if init_std is not None and init_std <= 0: raise ValueError(f"init_std must be positive or None, got {init_std}")
+    for name, value in (("kernel", kernel_size), ("norm", norm), ("momentum", momentum), ("init_std", init_std)):
+        DROPCLASS_OPTIONS[f"compensation_{name}"].check(f"compensation_{name}", value)
     conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True)
     if init_std is not None: nn.init.normal_(conv.weight, 0.0, init_std); nn.init.zeros_(conv.bias)
     layers = [conv]
@@ -60,11 +82,6 @@ def compensation(
     return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 # %% ../nbs/05_dropclass.ipynb #45ea0007
-def _choice(name, value, allowed):
-    if value not in allowed: raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
 class DropClass(nn.Module):
     "Algorithm 1 around any segmentation model with a 1x1 classifier: training returns `DropClassOutput`, eval a logits tensor."
 
@@ -74,17 +91,17 @@ class DropClass(nn.Module):
         *,
         features: nn.Module | None = None,  # instead of `model`: x -> A (B, K, h1, w1) ...
         classifier: nn.Module | None = None,  # ... and a 1x1 nn.Conv2d(K, C)
-        drop_prob: float = 1.0,  # probability p of dropping a class per batch; a schedule ramps it (`DropSchedule`)
-        compensation_kernel: int = 1,  # kernel size of the compensating conv (official: 1)
-        compensation_norm: str = "batch",  # its normalisation: "batch" (official), "group" or "none"
-        compensation_momentum: float = 0.01,  # momentum of its BatchNorm's running statistics (official: 0.01)
-        compensation_init_std: float | None = 0.001,  # its conv weights ~ N(0, std) as in the official code; None: PyTorch's default
-        average: str = "kept",  # Eq. 4 denominator: "kept" (official) or "all" (paper)
-        importance: str = "weight",  # S^c: "weight" = W_c (official) or "class" = Eq. 1 over the pixels of c
-        detach_importance: bool = False,  # stop gradients through S^c (official: False)
-        inference: str = "drop",  # eval-mode prediction: "drop" branch with nothing dropped (official) or "plain" h(A)
+        drop_prob: float = _D["drop_prob"],  # probability p of dropping a class per batch; a schedule ramps it (`DropSchedule`)
+        compensation_kernel: int = _D["compensation_kernel"],  # kernel size of the compensating conv (official: 1)
+        compensation_norm: str = _D["compensation_norm"],  # its normalisation: "batch" (official), "group" or "none"
+        compensation_momentum: float = _D["compensation_momentum"],  # momentum of its BatchNorm (official: 0.01)
+        compensation_init_std: float | None = _D["compensation_init_std"],  # its conv weights ~ N(0, std); None: PyTorch's
+        average: str = _D["average"],  # Eq. 4 denominator: "kept" (official) or "all" (paper)
+        importance: str = _D["importance"],  # S^c: "weight" = W_c (official) or "class" = Eq. 1 over the pixels of c
+        detach_importance: bool = _D["detach_importance"],  # stop gradients through S^c (official: False)
+        inference: str = _D["inference"],  # eval-mode prediction: "drop" branch, nothing dropped (official), or "plain" h(A)
         convert_head: bool = False,  # replace a k x k classifier with a 1x1 one (`convert_head_to_1x1`)
-        form: str = "closed",  # Eq. 2-4 in "closed" form (always for training) or as the "reference" form (for comparisons)
+        form: str = _D["form"],  # Eq. 2-4 in "closed" form (always for training) or as the "reference" form (comparisons)
     ):
         super().__init__()
         if (model is None) == (features is None and classifier is None):
@@ -92,16 +109,14 @@ class DropClass(nn.Module):
         if model is None:
             if features is None or classifier is None: raise TypeError("pass both features= and classifier=")
             model = FeaturesClassifier(features, classifier)
+        options = dict(average=average, importance=importance, detach_importance=detach_importance, inference=inference,
+                       form=form)
+        for name, value in options.items(): setattr(self, name, DROPCLASS_OPTIONS[name].check(name, value))
         self.adapter = find_adapter(model)
         if convert_head: convert_head_to_1x1(model)
         cls = check_classifier(self.adapter.get_classifier(model))
         self.model = model
         self.num_classes, self.channels = cls.out_channels, cls.in_channels
-        self.average = _choice("average", average, AVERAGES)
-        self.importance = _choice("importance", importance, IMPORTANCES)
-        self.inference = _choice("inference", inference, INFERENCES)
-        self.detach_importance = detach_importance
-        self.form = _choice("form", form, FORMS)
         self.drop_prob = drop_prob
         self.compensate = compensation(self.channels, compensation_kernel, compensation_norm, compensation_momentum,
                                        compensation_init_std)
@@ -113,9 +128,7 @@ class DropClass(nn.Module):
         return self._drop_prob
 
     @drop_prob.setter
-    def drop_prob(self, p: float):
-        if not 0.0 <= p <= 1.0: raise ValueError(f"drop_prob must be in [0, 1], got {p}")
-        self._drop_prob = float(p)
+    def drop_prob(self, p: float): self._drop_prob = DROPCLASS_OPTIONS["drop_prob"].check("drop_prob", p)
 
     @property
     def classifier(self) -> nn.Conv2d:
@@ -134,28 +147,53 @@ class DropClass(nn.Module):
                 f"importance={self.importance!r}, detach_importance={self.detach_importance}, inference={self.inference!r}")
 
 # %% ../nbs/05_dropclass.ipynb #45ea0009
+@patch
 @torch.no_grad()
-def _class_pixel_factor(self: DropClass, A, x, labels):
+def _class_pixel_factor(self: DropClass, A: Tensor, x: Tensor, labels: Tensor) -> Tensor:
     "Pixel factor m^c of Eq. 1 over the pixels of class c, pulled back through the model's upsampling, scaled by h1*w1."
     labels = check_labels(labels, self.num_classes)
     M = region_weights(labels, self.num_classes, "class", dtype=A.dtype)  # (B, C, H, W)
-    to_labels = lambda l: upsample_logits(self.adapter.output(self.model, l, x), labels.shape[-2:])
+    to_labels = lambda l: upsample_logits(self.output(l, x), labels.shape[-2:])
     return upsample_adjoint(M, A.shape[-2:], to_labels) * (A.shape[-2] * A.shape[-1])  # (B, C, h1, w1)
 
 
+@patch
 def _drop_logits(self: DropClass, A: Tensor, z: int | None, x: Tensor, labels: Tensor | None = None) -> Tensor:
-    "Logits of the drop branch, h(conv(A'_drop)), before the model's output stage."
+    "Logits of the drop branch, h(conv(A'_drop)), at the classifier's resolution."
     cls = self.classifier
     weight = cls.weight.detach() if self.detach_importance else cls.weight
     m = None
-    if self.importance == "class" and labels is not None: m = _class_pixel_factor(self, A, x, labels)
+    if self.importance == "class" and labels is not None: m = self._class_pixel_factor(A, x, labels)
     if self.form == "reference": A_drop = drop_average(class_features(A, conv1x1_importance(weight, m)), z, self.average)
     else: A_drop = dropped_features(A, weight, z, self.average, m)
     return cls(self.compensate(A_drop))
 
-DropClass._drop_logits = _drop_logits
+
+@patch
+def output(self: DropClass, logits: Tensor, x: Tensor) -> Tensor:
+    "The wrapped model's output stage: classifier-resolution logits -> the size the model outputs for the images `x`."
+    return self.adapter.output(self.model, logits, x)
 
 # %% ../nbs/05_dropclass.ipynb #45ea0011
+@patch
+def head(
+    self: DropClass,
+    A: Tensor,  # (B, K, h1, w1) features from `self.features(x)`
+    x: Tensor,  # (B, 3, H, W) the images A came from (the output stage reads their size)
+    branch: str = "drop",  # "drop": h(conv(A'_drop)), the drop branch; "plain": h(A), the model's own classifier
+    z: int | None = None,  # class dropped in the drop branch, or None
+    labels: Tensor | None = None,  # (B, H, W) labels: the drop branch's Eq. 1 over class pixels (importance="class")
+    upsample: bool = True,  # through the model's output stage (True), or at the classifier's resolution (False)
+) -> Tensor:  # (B, C, H', W') logits at the model's output size, or (B, C, h1, w1)
+    "Logits from a feature map, through either branch, with or without a dropped class."
+    if branch not in INFERENCES: raise ValueError(f"branch must be one of {INFERENCES}, got {branch!r}")
+    if z is not None and not 0 <= z < self.num_classes: raise ValueError(f"z must be in [0, {self.num_classes}), got {z}")
+    if branch == "plain" and z is not None: raise ValueError("h(A) drops nothing: pass z only with branch='drop'")
+    logits = self.classifier(A) if branch == "plain" else self._drop_logits(A, z, x, labels)
+    return self.output(logits, x) if upsample else logits
+
+
+@patch
 def branches(
     self: DropClass,
     x: Tensor,  # (B, 3, H, W) images
@@ -167,10 +205,11 @@ def branches(
     if self.importance == "class" and self.training and labels is None:
         raise ValueError("importance='class' averages Eq. 1 over the pixels of each class, so it needs the labels: call model(x, labels)")
     A = self.features(x)  # (B, K, h1, w1)
-    upsample = lambda logits: self.adapter.output(self.model, logits, x)
-    return DropClassOutput(self.classifier(A), self._drop_logits(A, z, x, labels), z, upsample)
+    return DropClassOutput(self.head(A, x, "plain", upsample=False), self.head(A, x, "drop", z, labels, upsample=False), z,
+                           lambda logits: self.output(logits, x))
 
 
+@patch
 def forward(
     self: DropClass,
     x: Tensor,  # (B, 3, H, W) images
@@ -181,24 +220,7 @@ def forward(
     return self.predict(x)
 
 
+@patch
 def predict(self: DropClass, x: Tensor) -> Tensor:
     "The prediction used at inference: the drop branch with nothing dropped (`inference='drop'`) or the model's own h(A)."
-    A = self.features(x)
-    logits = self.classifier(A) if self.inference == "plain" else self._drop_logits(A, None, x)
-    return self.adapter.output(self.model, logits, x)
-
-def head(
-    self: DropClass,
-    A: Tensor,  # (B, K, h1, w1) features from `self.features(x)`
-    x: Tensor,  # (B, 3, H, W) the images A came from (the output stage reads their size)
-    branch: str = "drop",  # "drop": h(conv(A'_drop)), the drop branch; "plain": h(A), the model's own classifier
-    z: int | None = None,  # class dropped in the drop branch, or None
-) -> Tensor:  # (B, C, H', W') logits at the wrapped model's output size
-    "Logits at output size from a feature map, through either branch, with or without a dropped class."
-    if branch not in INFERENCES: raise ValueError(f"branch must be one of {INFERENCES}, got {branch!r}")
-    if z is not None and not 0 <= z < self.num_classes: raise ValueError(f"z must be in [0, {self.num_classes}), got {z}")
-    if branch == "plain" and z is not None: raise ValueError("h(A) drops nothing: pass z only with branch='drop'")
-    logits = self.classifier(A) if branch == "plain" else self._drop_logits(A, z, x)
-    return self.adapter.output(self.model, logits, x)
-
-DropClass.branches, DropClass.forward, DropClass.predict, DropClass.head = branches, forward, predict, head
+    return self.head(self.features(x), x, self.inference)

@@ -12,8 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .core import DropClass
-from .importance import IGNORE_INDEX
-from .losses import upsample_logits
+from .conventions import IGNORE_INDEX, upsample_logits
 
 # %% auto #0
 __all__ = ['DropDiagnostics', 'batch_diagnostics', 'drop_diagnostics', 'drop_dimming', 'diagnostics_figure']

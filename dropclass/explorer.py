@@ -29,7 +29,7 @@ from .data.labels import CITYSCAPES, LabelSet, colorize
 from .data.transforms import denormalize, eval_transforms
 from .features import class_features
 from .importance import conv1x1_importance, gradcam, importance_scores, region_weights
-from .losses import upsample_logits
+from .conventions import upsample_logits
 
 # %% auto #0
 __all__ = ['PANELS', 'EXPLORER_PRESET', 'EXPLORER_OVERRIDES', 'DEMO_DIR', 'MODEL_NAMES', 'APP_ENV', 'ExploreState',
@@ -85,15 +85,15 @@ def explore_state(
     if x.ndim != 4 or x.shape[0] != 1: raise ValueError(f"expected one image of shape (3, H, W), got {tuple(image.shape)}")
     x = x.to(next(model.parameters()).device, torch.float32)
     size = x.shape[-2:]
-    up = lambda logits: upsample_logits(model.adapter.output(model.model, logits, x), size)  # (1, C, h1, w1) -> (1, C, H, W)
+    up = lambda logits: upsample_logits(logits, size)  # (1, C, H', W') at the model's output size -> (1, C, H, W)
     with torch.no_grad():
         A = model.features(x)  # (1, K, h1, w1)
-        plain = up(model.classifier(A))  # (1, C, H, W)
-        kept = up(model._drop_logits(A, None, x))
-        drop = kept if z is None else up(model._drop_logits(A, z, x))
+        plain = up(model.head(A, x, "plain"))  # (1, C, H, W)
+        kept = up(model.head(A, x, "drop"))
+        drop = kept if z is None else up(model.head(A, x, "drop", z))
         S = conv1x1_importance(model.classifier.weight)[:, c:c + 1]  # (1, 1, K, 1, 1): S^c = W_c
         class_map = class_features(A, S)[0, 0].sum(0)  # (h1, w1)
-    head = lambda a: up(model.classifier(a))[:, c:c + 1]  # A -> (1, 1, H, W), the logits of class c only
+    head = lambda a: up(model.head(a, x, "plain"))[:, c:c + 1]  # A -> (1, 1, H, W), the logits of class c only
     weights = region_weights(torch.zeros(1, *size, dtype=torch.long, device=x.device), 1, "all")  # (1, 1, H, W)
     cam = gradcam(A, importance_scores(A, head, weights))[0, 0].detach()  # (h1, w1)
     cpu = lambda t: t.detach().float().cpu()

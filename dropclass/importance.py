@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .conventions import IGNORE_INDEX
+
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'REGIONS', 'region_weights', 'importance_scores', 'upsample_adjoint', 'conv1x1_importance', 'gradcam']
+__all__ = ['REGIONS', 'region_weights', 'importance_scores', 'upsample_adjoint', 'conv1x1_importance', 'gradcam']
 
 # %% ../nbs/01_importance.ipynb #b6d80005
-IGNORE_INDEX = 255  # label value of unlabelled pixels (Cityscapes trainIds, Pascal VOC borders)
 REGIONS = ("all", "class")  # averaging regions of Eq. 1: as printed, and as the text describes
 
 

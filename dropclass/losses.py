@@ -16,45 +16,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .importance import IGNORE_INDEX
+from .conventions import IGNORE_INDEX, check_labels, upsample_logits
 
 # %% auto #0
-__all__ = ['ALPHA', 'RAMPS', 'check_labels', 'upsample_logits', 'cross_entropy', 'drop_labels', 'cross_entropy_drop', 'seg_loss',
-           'suppression_loss', 'total_loss', 'DropSchedule', 'UpsampledCrossEntropy', 'upsampled_cross_entropy',
-           'DropClassLoss', 'ScheduleExplorer']
-
-# %% ../nbs/03_losses.ipynb #f7530005
-def check_labels(
-    labels: Tensor,  # (B, H, W) class indices; `ignore_index` marks pixels of no class
-    num_classes: int,  # |C|
-    ignore_index: int = IGNORE_INDEX,  # label value of unlabelled pixels
-) -> Tensor:  # the labels as int64
-    "Validate segmentation labels (type, shape, values) and return them as `int64`."
-    if not isinstance(labels, Tensor): raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise TypeError(f"labels must be an integer tensor of class indices, got dtype {labels.dtype}. "
-                        "Convert masks read as images with `.long()`; turn one-hot (B, C, H, W) masks into indices with `.argmax(1)`.")
-    if labels.ndim == 4 and labels.shape[1] == 1:
-        raise ValueError(f"labels must have shape (B, H, W), got {tuple(labels.shape)}; drop the channel axis with `labels.squeeze(1)`.")
-    if labels.ndim != 3: raise ValueError(f"labels must have shape (B, H, W), got {tuple(labels.shape)}.")
-    bad = (labels < 0) | ((labels >= num_classes) & (labels != ignore_index))
-    if bad.any():
-        values = torch.unique(labels[bad])[:10].tolist()
-        raise ValueError(f"labels contain values {values} outside [0, {num_classes}) that are not the ignore index {ignore_index}. "
-                         f"Map dataset ids to train ids (Cityscapes labelIds -> trainIds) and mark unlabelled pixels {ignore_index}.")
-    return labels.long()
+__all__ = ['ALPHA', 'RAMPS', 'cross_entropy', 'drop_labels', 'cross_entropy_drop', 'seg_loss', 'suppression_loss', 'total_loss',
+           'DropSchedule', 'UpsampledCrossEntropy', 'upsampled_cross_entropy', 'DropClassLoss', 'ScheduleExplorer']
 
 # %% ../nbs/03_losses.ipynb #f7530008
-def upsample_logits(
-    logits: Tensor,  # (B, C, h, w)
-    size: tuple[int, int],  # (H, W) label size
-) -> Tensor:  # (B, C, H, W)
-    "Bilinearly resize logits to the label size (unchanged if the sizes agree)."
-    if logits.ndim != 4: raise ValueError(f"logits must have shape (B, C, H, W), got {tuple(logits.shape)}")
-    if tuple(logits.shape[-2:]) == tuple(size): return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-
-
 def _cross_entropy(logits, labels, weight, ignore_index):
     "Weighted mean cross-entropy over labelled pixels, 0 if there are none (labels already checked)."
     if logits.shape[0] != labels.shape[0]:

@@ -21,8 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data.labels import CITYSCAPES, LabelSet
-from .importance import IGNORE_INDEX
-from .losses import check_labels, upsample_logits
+from .conventions import IGNORE_INDEX, check_labels, device_of, evaluating, logits_of, upsample_logits
 
 # %% auto #0
 __all__ = ['PAPER_TABLE1', 'confusion_matrix', 'class_stats', 'iou_per_class', 'miou', 'rare_classes', 'miou_dagger',
@@ -246,21 +245,6 @@ class ConfusionMatrix:
         return f"ConfusionMatrix({self.num_classes} classes, {body}, on {self.mat.device})"
 
 # %% ../nbs/20_metrics.ipynb #8d280042
-def _logits(out) -> Tensor:
-    "The logits tensor of a model's output: the tensor itself, or the 'out' entry of a torchvision model's dict."
-    if isinstance(out, Tensor): return out
-    if isinstance(out, Mapping) and "out" in out: return out["out"]
-    raise TypeError(f"the model returned {type(out).__name__}; evaluate needs a logits tensor (B, C, H, W) or a dict with "
-                    "'out'. Put a DropClass model in eval mode: it then returns plain logits")
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    "The device of the model's first parameter or buffer, the CPU if it has none."
-    for t in model.parameters(): return t.device
-    for t in model.buffers(): return t.device
-    return torch.device("cpu")
-
-
 def _len(loader) -> int | None:
     "The number of batches, if the loader knows it (for the progress bar)."
     try: return len(loader)
@@ -276,19 +260,14 @@ def evaluate(
     ignore_index: int = IGNORE_INDEX,
 ) -> ConfusionMatrix:  # filled, on `device`
     "Run `model` in eval mode under `torch.inference_mode()` over `loader` and accumulate its confusion matrix."
-    device = torch.device(device) if device is not None else _device_of(model)
+    device = torch.device(device) if device is not None else device_of(model)
     cm = ConfusionMatrix(num_classes, ignore_index, device)  # built outside inference mode
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in tqdm(loader, desc="evaluate", disable=not progress, total=_len(loader)):
-                if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                    raise ValueError("the loader must yield (image, mask) batches")
-                images, masks = (t.as_subclass(Tensor).to(device, non_blocking=True) for t in batch)
-                cm.update(_logits(model(images)), masks)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.inference_mode():
+        for batch in tqdm(loader, desc="evaluate", disable=not progress, total=_len(loader)):
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise ValueError("the loader must yield (image, mask) batches")
+            images, masks = (t.as_subclass(Tensor).to(device, non_blocking=True) for t in batch)
+            cm.update(logits_of(model(images)), masks)
     return cm
 
 # %% ../nbs/20_metrics.ipynb #8d280048

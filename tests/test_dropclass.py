@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from dropclass.adapters import FeaturesClassifier, convert_head_to_1x1, find_adapter
+from dropclass.adapters import FeaturesClassifier, convert_head_to_1x1, find_adapter, model_head
 from dropclass.core import DropClass, DropClassOutput
 from dropclass.features import class_features, drop_average
 from dropclass.importance import conv1x1_importance, importance_scores, region_weights
@@ -110,7 +110,7 @@ def test_class_importance_equals_exact_eq1_through_torchvision_upsampling():
     x, y = torch.randn(2, 3, 64, 64), torch.randint(0, C, (2, 64, 64))
     with torch.no_grad():
         A = wrapped.features(x)
-        head = lambda a: wrapped.adapter.output(wrapped.model, wrapped.classifier(a), x)
+        head = model_head(wrapped.model, x)
         S = importance_scores(A, head, region_weights(y, C, "class")) * A.shape[-2] * A.shape[-1]
         expected = head(wrapped.compensate(drop_average(class_features(A, S), 3)))
         out = wrapped.branches(x, 3, labels=y)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import dropclass.explorer as explorer_module
+from dropclass.adapters import model_head
 from dropclass.cli import main
 from dropclass.core import DropClass
 from dropclass.data.labels import CITYSCAPES
@@ -104,7 +105,7 @@ def test_gradcam_is_gradcam_of_eq1_scores(which, dc, fpn, data):
     image = data[2][0] if which == "tiny" else torch.randn(3, 64, 128)
     x = image[None]
     with torch.no_grad(): A = model.features(x)
-    head = lambda a: F.interpolate(model.adapter.output(model.model, model.classifier(a), x), size=x.shape[-2:],
+    head = lambda a: F.interpolate(model_head(model.model, x)(a), size=x.shape[-2:],
                                    mode="bilinear", align_corners=False)
     S = importance_scores(A, head, region_weights(torch.zeros(1, *x.shape[-2:], dtype=torch.long), model.num_classes, "all"))
     cams = gradcam(A, S).detach()
@@ -112,7 +113,7 @@ def test_gradcam_is_gradcam_of_eq1_scores(which, dc, fpn, data):
         np.testing.assert_allclose(explore_state(model, image, None, c).gradcam, cams[0, c].numpy(), rtol=1e-4, atol=1e-8)
 
 
-def test_dropping_a_class_changes_its_drop_logits(dc, data):
+def test_dropping_a_class_changes_its_drop_branch(dc, data):
     image = data[0][0]
     kept = explore_state(dc, image, None, 0)
     for z in (0, 11, 13):

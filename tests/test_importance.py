@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dropclass.importance import (IGNORE_INDEX, REGIONS, conv1x1_importance, gradcam, importance_scores,
+from dropclass.conventions import IGNORE_INDEX
+from dropclass.importance import (REGIONS, conv1x1_importance, gradcam, importance_scores,
                                   region_weights, upsample_adjoint)
 
 K, C, h1, w1 = 4, 3, 5, 6

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dropclass.losses import (DropClassLoss, DropSchedule, check_labels, cross_entropy, cross_entropy_drop,
+from dropclass.conventions import check_labels
+from dropclass.losses import (DropClassLoss, DropSchedule, cross_entropy, cross_entropy_drop,
                               drop_labels, seg_loss, suppression_loss, total_loss)
 
 C = 6

@@ -15,13 +15,13 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ..adapters import find_adapter
+from ..adapters import model_features, model_head
 from ..core import DropClass
 from ..data.balance import get_mask
 from ..data.labels import LabelSet
 from ..data.transforms import denormalize
 from ..importance import gradcam, importance_scores
-from ..losses import upsample_logits
+from ..conventions import upsample_logits
 
 # %% auto #0
 __all__ = ['CONFUSABLE_PAIRS', 'prediction_path', 'class_regions', 'class_gradcam', 'upsample_cams', 'normalize_cams', 'overlay',
@@ -34,14 +34,10 @@ def prediction_path(
 ) -> tuple[Tensor, Callable[[Tensor], Tensor]]:  # A (B, K, h1, w1), detached, and head: A -> logits as the model outputs them
     "The feature map A of `x`, and the head that maps A to the model's prediction (for DropClass, as `inference` says)."
     if isinstance(model, DropClass):
-        logits = model.classifier if model.inference == "plain" else (lambda a: model._drop_logits(a, None, x))
-        features, output = model.features, (lambda l: model.adapter.output(model.model, l, x))
-    else:
-        adapter = find_adapter(model)
-        logits, output = adapter.get_classifier(model), (lambda l: adapter.output(model, l, x))
-        features = lambda x: adapter.features(model, x)
-    with torch.no_grad(): A = features(x)
-    return A.detach(), lambda a: output(logits(a))
+        with torch.no_grad(): A = model.features(x)
+        return A.detach(), lambda a: model.head(a, x, model.inference)
+    with torch.no_grad(): A = model_features(model, x)
+    return A.detach(), model_head(model, x)
 
 # %% ../../nbs/32_gradcam.ipynb #af960009
 def class_regions(

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .io import atomic_write_bytes
-from ..importance import IGNORE_INDEX
+from ..conventions import IGNORE_INDEX
 
 # %% auto #0
 __all__ = ['HRNET_CITYSCAPES_WEIGHTS', 'mask_counts', 'ClassStats', 'get_mask', 'class_statistics', 'median_frequency_weights',

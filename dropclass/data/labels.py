@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..importance import IGNORE_INDEX
+from ..conventions import IGNORE_INDEX
 
 # %% auto #0
 __all__ = ['CITYSCAPES_ID_TO_TRAINID', 'CITYSCAPES_TRAINID_TO_ID', 'CITYSCAPES_PIXEL_SHARE', 'CITYSCAPES', 'VOC_CLASSES', 'VOC',
@@ -37,6 +37,27 @@ class LabelSet:
         "Train id of the class called `name`."
         try: return self.classes.index(name)
         except ValueError: raise KeyError(f"{name!r} is not a {self.name} class; the classes are {', '.join(self.classes)}") from None
+
+    def class_id(self, c: int | str, what: str = "class") -> int:
+        "Train id of a class given by name or id, checked (`what` names the argument in the error)."
+        if isinstance(c, str):
+            try: return self.classes.index(c)
+            except ValueError: raise ValueError(f"{what} {c!r} is not a {self.name} class; the classes are {', '.join(self.classes)}") from None
+        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < self.num_classes:
+            raise ValueError(f"{what} must be a class name or an id in [0, {self.num_classes}), got {c!r}")
+        return int(c)
+
+    def class_ids(self, cs, what: str = "class") -> list[int]:
+        "Train ids of several classes given by name or id."
+        return [self.class_id(c, what) for c in cs]
+
+    def order(self) -> list[int]:
+        "The order classes are shown in: by increasing pixel share when it is published (rarest first), else by train id."
+        return self.by_share() if self.pixel_share else list(range(self.num_classes))
+
+    def rare(self) -> list[int]:
+        "The rarer half of the classes by published pixel share (mIoU-dagger's classes), none when shares are not published."
+        return self.rarest() if self.pixel_share else []
 
     def by_share(self) -> list[int]:
         "Train ids by increasing pixel share; ties keep the order of `pixel_share` (the column order of the paper's tables)."

@@ -13,7 +13,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from ..importance import IGNORE_INDEX
+from ..conventions import IGNORE_INDEX
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'JointTransform', 'RandomScale', 'train_transforms', 'eval_transforms', 'denormalize']

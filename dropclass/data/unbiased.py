@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .balance import get_mask
 from .io import atomic_write_bytes, cityscapes_paths, write_cityscapes_sample, write_image, write_mask
 from .labels import CITYSCAPES, LabelSet
-from ..importance import IGNORE_INDEX
+from ..conventions import IGNORE_INDEX
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN_RGB', 'INPAINT_ITERS', 'FILLS', 'inpaint', 'erase_class', 'ErasedClass', 'unbiased_sets',
