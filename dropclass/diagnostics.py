@@ -12,7 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .core import DropClass
-from .conventions import IGNORE_INDEX, upsample_logits
+from .conventions import IGNORE_INDEX, unwrap, upsample_logits
 
 # %% auto #0
 __all__ = ['DropDiagnostics', 'batch_diagnostics', 'drop_diagnostics', 'drop_dimming', 'diagnostics_figure']
@@ -105,7 +105,7 @@ def drop_diagnostics(
     progress: bool = False,  # show a progress bar
 ) -> DropDiagnostics | None:
     "The drop-branch diagnostics of `model` pooled over `loader`, or None when the model has no drop branch."
-    core = getattr(model, "module", model)
+    core = unwrap(model)
     if not isinstance(core, DropClass): return None
     was_training = core.training
     core.eval()

