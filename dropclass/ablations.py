@@ -11,7 +11,9 @@ import statistics
 from pathlib import Path
 
 from .data.io import atomic_write_bytes
-from .train import Dist, config_from, evaluate_split, labels_for, load_model, resolve_device, split_summary, train
+from .experiments import evaluate_run, train_runs
+from .metrics import paired_difference
+from .train import config_from
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'EVAL_ONLY', 'METRICS', 'ablation_config', 'run_variant', 'summarise_ablations', 'ablation_markdown',
@@ -50,17 +52,12 @@ def ablation_config(variant: str, seed: int, runs: str | Path, preset: str = "de
 def run_variant(variant: str, seed: int, runs: str | Path, preset: str = "demo", overrides: list[str] = (), progress=True) -> dict:
     "Metrics of one variant and seed (training it if needed): {split: {miou, miou_dagger, pixel_accuracy, iou}}."
     cfg = ablation_config(variant, seed, runs, preset, overrides, progress)
-    if variant not in EVAL_ONLY: return train(cfg)["splits"]
+    if variant not in EVAL_ONLY: return train_runs({variant: cfg}, jobs=1, progress=progress)[variant]["splits"]
     source = ablation_config(EVAL_ONLY[variant], seed, runs, preset, overrides, progress)
     cache = Path(cfg.out_dir) / "metrics.json"
     if cache.is_file(): return json.loads(cache.read_text())["splits"]
-    train(source)
-    device = resolve_device(cfg.device)
-    model = load_model(Path(source.out_dir) / "last.pt")[0].to(device)
-    model.inference = cfg.inference
-    labels = labels_for(cfg)
-    splits = {s: split_summary(evaluate_split(model, cfg, s, device, Dist()), labels)
-              for s in (cfg.val_split, *cfg.eval_splits)}
+    train_runs({EVAL_ONLY[variant]: source}, jobs=1, progress=progress)
+    splits = evaluate_run(Path(source.out_dir) / "last.pt", [cfg.val_split, *cfg.eval_splits], inference=cfg.inference)
     atomic_write_bytes(cache, (json.dumps({"splits": splits, "source": str(source.out_dir)}, indent=2) + "\n").encode())
     return splits
 
@@ -69,24 +66,22 @@ METRICS = [("val", "miou"), ("val", "miou_dagger"), ("counterfactual", "miou"), 
 
 
 def _ms(values):
+    "Mean and standard deviation of the values that are there (no spread from one value)."
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals: return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)  # no spread from one seed
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
 
 
 def summarise_ablations(results: dict[str, dict[int, dict]], reference: str = "baseline") -> dict:
-    "Mean, spread and paired difference with `reference` of each variant's four headline metrics."
-    out = {}
+    "Mean, spread and paired difference with `reference` (`paired_difference`) of each variant's four headline metrics."
+    ref, out = results.get(reference, {}), {}
     for variant, per_seed in results.items():
         row = {}
         for split, metric in METRICS:
-            vals = [per_seed[s][split][metric] for s in per_seed if split in per_seed[s]]
-            mean, std = _ms(vals)
-            ref = results.get(reference, {})
-            deltas = [per_seed[s][split][metric] - ref[s][split][metric] for s in per_seed if s in ref and split in per_seed[s]]
-            dmean, dstd = _ms(deltas)
-            row[f"{split}/{metric}"] = {"mean": mean, "std": std, "delta_mean": dmean, "delta_std": dstd,
-                                        "wins": sum(d > 0 for d in deltas), "seeds": len(deltas)}
+            seeds = [s for s in per_seed if split in per_seed[s] and s in ref and split in ref[s]]
+            d = paired_difference([ref[s][split][metric] for s in seeds], [per_seed[s][split][metric] for s in seeds])
+            row[f"{split}/{metric}"] = {"mean": d["other"]["mean"], "std": d["other"]["std"], "delta_mean": d["mean"],
+                                        "delta_std": d["std"], "ci95": d["ci95"], "wins": d["wins"], "seeds": d["n"]}
         out[variant] = row
     return out
 
@@ -128,6 +123,7 @@ def run_ablations(
     overrides: list[str] = (),
     out: str | Path | None = None,  # JSON file for the summary (a .md beside it); default: <runs>/ablations.json
     progress: bool = True,
+    jobs: int | None = 1,  # trainings at a time (None: two on a multi-core CPU)
 ) -> dict:
     "Train (or reuse) every variant for every seed and summarise them against the baseline."
     runs = Path(runs) if runs is not None else Path("runs") / f"ablations_{preset}"
@@ -135,11 +131,11 @@ def run_ablations(
     for v in variants:
         if v not in ABLATIONS: raise ValueError(f"unknown variant {v!r}; the variants are {', '.join(ABLATIONS)}")
     if "baseline" not in variants: variants = ["baseline", *variants]
-    results = {v: {} for v in variants}
-    for seed in seeds:
-        for v in variants:
-            if progress: print(f"seed {seed}, {v}: {ABLATIONS[v][0]}")
-            results[v][seed] = run_variant(v, seed, runs, preset, overrides, progress)
+    if progress:
+        for v in variants: print(f"{v}: {ABLATIONS[v][0]}")
+    cfgs = {f"seed{s}/{v}": ablation_config(v, s, runs, preset, overrides, progress) for s in seeds for v in variants if v not in EVAL_ONLY}
+    train_runs(cfgs, jobs, progress)  # one set: the class statistics are counted once
+    results = {v: {seed: run_variant(v, seed, runs, preset, overrides, progress) for seed in seeds} for v in variants}
     summary = summarise_ablations(results)
     diagnostics = {v: {s: _diagnostics(ablation_config(v, s, runs, preset, overrides, progress)) for s in seeds} for v in variants}
     for v, per_seed in diagnostics.items():  # drop-branch diagnostics of the DropClass variants (notebook 24)

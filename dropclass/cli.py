@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="setting for every run")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    sub.add_parser("compare", help="baseline against DropClass over seeds, with paired differences and their intervals",
+                   description="Train (or reuse) a baseline and a DropClass run per seed with one preset, read DropClass "
+                               "through both branches, and write each metric's paired difference with its 95 %% interval. "
+                               "Run `dropclass compare --help` for its options.", add_help=False)
+
     sub.add_parser("presets", help="list the training presets", description="List the training presets and their settings.")
 
     x = sub.add_parser("explore", help="serve the class-drop explorer as a web page on localhost (needs Voila)",
@@ -104,28 +109,21 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
-    import dataclasses
-    from dropclass.core import DropClass
-    from dropclass.train import (Dist, config_from, diagnose_split, evaluate_split, labels_for, load_model, resolve_device,
-                                 split_summary)
-    model, cfg = load_model(args.checkpoint)
-    cfg = config_from(None, {**dataclasses.asdict(cfg), **dict(o.split("=", 1) for o in _checked(args.overrides)),
-                             "progress": not args.quiet})
-    device = resolve_device(cfg.device)
-    if isinstance(model, DropClass): model.inference = cfg.inference  # --set inference=plain reads h(A) instead of the drop branch
-    model, labels, results = model.to(device), labels_for(cfg), {}
-    for split in args.splits or [cfg.val_split]:
-        cm = evaluate_split(model, cfg, split, device, Dist())
-        results[split] = split_summary(cm, labels)
-        order = labels.by_share() if labels.pixel_share else range(labels.num_classes)
-        print(f"{split}: mIoU {100 * cm.miou:.1f}  mIoU-dagger {100 * results[split]['miou_dagger']:.1f}  "
-              f"pixel accuracy {100 * cm.pixel_accuracy:.1f}")
-        print("  " + "  ".join(f"{labels.classes[c]} {100 * cm.iou[c]:.1f}" for c in order))
-        diag = diagnose_split(model, cfg, split, device, Dist())
+    from dropclass.experiments import evaluate_run
+    from dropclass.train import config_from, labels_for, load_checkpoint
+    saved = load_checkpoint(args.checkpoint)["config"]
+    changes = dict(o.split("=", 1) for o in _checked(args.overrides))
+    cfg = config_from(None, {**{k: v for k, v in saved.items() if k != "encoder_weights"}, **changes})  # checks the changes
+    results = evaluate_run(args.checkpoint, args.splits, overrides=changes, diagnostics=True, progress=not args.quiet)
+    labels = labels_for(cfg)
+    for split, r in results.items():
+        print(f"{split}: mIoU {100 * r['miou']:.1f}  mIoU-dagger {100 * r['miou_dagger']:.1f}  pixel accuracy {100 * r['pixel_accuracy']:.1f}")
+        pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"
+        print("  " + "  ".join(f"{labels.classes[c]} {pct(r['iou'][c])}" for c in labels.order()))
+        diag = r.get("diagnostics")
         if diag is not None:
-            results[split]["diagnostics"] = diag.to_dict(labels.classes)
             print(f"  drop branch ({cfg.diag_length} scenes): a dropped class is still predicted on "
-                  f"{100 * diag.suppression_rate:.1f} % of its pixels; h(A) and the drop branch agree on {100 * diag.agreement:.1f} %")
+                  f"{100 * diag['suppression_rate']:.1f} % of its pixels; h(A) and the drop branch agree on {100 * diag['agreement']:.1f} %")
     if args.json: Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "splits": results}, indent=2) + "\n")
     return 0
 
@@ -137,7 +135,7 @@ def _checked(overrides):
 
 
 def _explore(args) -> int:
-    from dropclass.explorer import serve
+    from dropclass.app import serve
     checkpoints = {name: path for name, path in (("baseline", args.baseline), ("DropClass", args.dropclass)) if path}
     serve(checkpoints or None, port=args.port, open_browser=not args.no_browser, cache_dir=args.cache_dir,
           split=args.split, length=args.length)
@@ -152,6 +150,11 @@ def _ablate(args) -> int:
     return 0
 
 
+def _compare(argv) -> int:
+    from dropclass.experiments import compare_main
+    return compare_main(argv)
+
+
 def _presets(args) -> int:
     from dropclass.train import PRESETS
     for name, values in PRESETS.items():
@@ -164,14 +167,18 @@ _COMMANDS = {"demo": _demo, "train": _train, "eval": _eval, "ablate": _ablate, "
 
 def main(argv: list[str] | None = None) -> int:
     "The `dropclass` console script."
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]: command, run = "compare", lambda: _compare(argv[1:])  # its own options (experiments.compare_main)
+    else:
+        args = _parser().parse_args(argv)
+        command, run = args.command, lambda: _COMMANDS[args.command](args)
     try:
-        return _COMMANDS[args.command](args)
+        return run()
     except (ValueError, FileNotFoundError, KeyError, ImportError, FloatingPointError) as e:
-        print(f"dropclass {args.command}: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        print(f"dropclass {command}: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ndropclass {args.command}: interrupted. Checkpoints written so far are complete: run the same command "
+        print(f"\ndropclass {command}: interrupted. Checkpoints written so far are complete: run the same command "
               "again to continue from the last one.", file=sys.stderr)
         return 130
 

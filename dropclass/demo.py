@@ -6,11 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,28 +14,23 @@ from matplotlib.figure import Figure
 
 from .data.io import atomic_write_bytes
 from .data.labels import LabelSet, colorize
-from .data.datasets import get_dataset
 from .data.transforms import denormalize, eval_transforms
 from .metrics import comparison_table
 from .core import DropClass
 from .diagnostics import diagnostics_figure
-from .train import Dist, config_from, evaluate_split, labels_for, load_model, split_summary, train
+from .experiments import evaluate_run, run_history, train_runs
+from .train import config_from, dataset_for, labels_for, load_model
 
 # %% auto #0
 __all__ = ['DEMO_METHODS', 'loss_figure', 'iou_figure', 'predictions_figure', 'LiveLoss', 'write_report', 'run_demo']
 
 # %% ../nbs/22_demo.ipynb #5ea20006
-def _history(run: Path) -> list[dict]:
-    path = run / "history.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.is_file() else []
-
-
 def loss_figure(runs: dict[str, Path]) -> Figure:
     "Training loss of each run (cross-entropy of the model's output, and DropClass's total and drop-branch terms)."
     fig = Figure(figsize=(7, 3))
     ax = fig.subplots()
     for name, run in runs.items():
-        h = [e for e in _history(run) if "ce" in e]
+        h = [e for e in run_history(run) if "ce" in e]
         steps = [e["step"] for e in h]
         ax.plot(steps, [e["ce"] for e in h], label=f"{name}: CE")
         if h and "ce_drop" in h[0]:
@@ -54,7 +44,7 @@ def loss_figure(runs: dict[str, Path]) -> Figure:
 
 def iou_figure(results: dict[str, dict], labels: LabelSet, splits: list[str]) -> Figure:
     "Per-class IoU of each model on each split, classes ordered by pixel share (rarest first)."
-    order = labels.by_share() if labels.pixel_share else list(range(labels.num_classes))
+    order = labels.order()
     fig = Figure(figsize=(10, 2.6 * len(splits)))
     axes = np.atleast_1d(fig.subplots(len(splits), 1))
     width = 0.8 / len(results)
@@ -150,18 +140,13 @@ def write_report(
         diag = results[n].get("diagnostics")
         if diag is None: continue
         diagnostics[n] = diag
-        files.append(_save(diagnostics_figure(diag, labels.classes, order=labels.by_share() if labels.pixel_share else None,
+        files.append(_save(diagnostics_figure(diag, labels.classes, order=labels.order(),
                                               title=f"{n}: drop-branch diagnostics on {diag['split']} ({diag['scenes']} scenes)"),
                            out / f"diagnostics_{n}.png"))
-        m = models[n]
-        if isinstance(m, DropClass):  # the same weights read through h(A), the model's own classifier
-            cfg_n = config_from(None, {k: v for k, v in results[n]["config"].items()} | {"progress": False})
-            m.inference = "plain"
-            plain[n] = {s: split_summary(evaluate_split(m, cfg_n, s, torch.device("cpu"), Dist()), labels) for s in splits}
-            m.inference = cfg_n.inference
+        if isinstance(models[n], DropClass):  # the same weights read through h(A), the model's own classifier
+            plain[n] = evaluate_run(Path(runs[n]) / "last.pt", splits, inference="plain")
     for split in splits:
-        ds = get_dataset(cfg.dataset, cfg.data_root, split, transforms=eval_transforms(),
-                         **({"length": cfg.eval_length} if cfg.dataset == "synthetic" and cfg.eval_length else {}))
+        ds = dataset_for(cfg, split, eval_transforms(), cfg.eval_length)
         files.append(_save(predictions_figure(models, ds, list(range(min(examples, len(ds)))), labels, f"{split} split"),
                            out / f"predictions_{split}.png"))
     summary = {"splits": {s: {n: {k: results[n]["splits"][s][k] for k in ("miou", "miou_dagger", "pixel_accuracy", "iou")}
@@ -204,47 +189,6 @@ def _markdown(summary, tables, files, cfg, names) -> str:
 DEMO_METHODS = ("baseline", "dropclass")
 
 
-def _default_jobs() -> int:
-    "Trainings at a time: two on a CPU with two or more cores, one on a GPU (which one process keeps busy)."
-    return 2 if (os.cpu_count() or 1) >= 2 and not torch.cuda.is_available() else 1
-
-
-def _train_side_by_side(cfgs: dict, progress: bool, jobs: int) -> None:
-    "Train the configs `jobs` at a time in child processes (cores split evenly), with one progress bar per run."
-    from tqdm.auto import tqdm
-    threads = max(1, (os.cpu_count() or 2) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    todo, running = list(cfgs.items()), {}
-    bars = {m: tqdm(total=c.max_iters, desc=f"{m} ({c.arch}-{c.encoder})", position=k, disable=not progress, leave=True)
-            for k, (m, c) in enumerate(cfgs.items())}
-    try:
-        while todo or running:
-            while todo and len(running) < jobs:
-                method, cfg = todo.pop(0)
-                folder = Path(cfg.out_dir)
-                folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(folder / "config.json", json.dumps(asdict(cfg), indent=2).encode())
-                log = (folder / "train.log").open("a")
-                cmd = [sys.executable, "-m", "dropclass.cli", "train", "--config", str(folder / "config.json"), "--set", "progress=false"]
-                running[method] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, folder)
-            time.sleep(1.0)
-            for method, (proc, log, folder) in list(running.items()):
-                steps = [e["step"] for e in _history(folder) if "ce" in e]
-                if steps: bars[method].update(max(steps) - bars[method].n)
-                if proc.poll() is None: continue
-                log.close()
-                del running[method]
-                if proc.returncode != 0:
-                    tail = (folder / "train.log").read_text()[-1500:]
-                    raise RuntimeError(f"training {method} in {folder} failed (exit code {proc.returncode}); the end of "
-                                       f"{folder / 'train.log'}:\n{tail}")
-                bars[method].update(cfgs[method].max_iters - bars[method].n)
-    finally:
-        for proc, log, _ in running.values():  # interrupted: stop the children; their last checkpoints stay complete
-            proc.terminate(); proc.wait(); log.close()
-        for b in bars.values(): b.close()
-
-
 def run_demo(
     out: str | Path = "runs/demo",  # folder for the two runs and the report
     quick: bool = False,  # the demo-quick preset: the whole pipeline in under two minutes, too short to compare methods
@@ -255,29 +199,13 @@ def run_demo(
 ) -> dict:
     "Train the baseline and DropClass with identical settings, evaluate both, write and print the comparison report."
     out = Path(out)
-    jobs = _default_jobs() if jobs is None else jobs
-    if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
     cfgs = {m: config_from("demo-quick" if quick else "demo", [*(overrides or []), f"method={m}", f"out_dir={out / m}",
                                                                f"seed={seed}", f"progress={progress}"]) for m in DEMO_METHODS}
-    first = cfgs[DEMO_METHODS[0]]
-    if first.class_weights not in ("none", "hrnet_cityscapes") or first.resample != "none":  # one training set: count it once
-        from dropclass.train import Dist, _dataset, training_stats
-        stats_dir = Path(first.out_dir)
-        stats_dir.mkdir(parents=True, exist_ok=True)
-        training_stats(first, _dataset(first, first.train_split, first.train_length), stats_dir, Dist())
-        for m, c in cfgs.items():
-            target = Path(c.out_dir) / "class_stats.json"
-            if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(target, (stats_dir / "class_stats.json").read_bytes())
-    todo = {m: c for m, c in cfgs.items() if not (Path(c.out_dir) / "metrics.json").is_file()}
     if progress:
         for m, c in cfgs.items():
-            print(f"{m}: {c.arch}-{c.encoder}, {c.max_iters} iterations, in {c.out_dir}"
-                  + ("" if m in todo else " (already trained)"))
-    if jobs > 1 and len(todo) > 1: _train_side_by_side(todo, progress, jobs)
-    else:
-        for c in todo.values(): train(c)
+            done = (Path(c.out_dir) / "metrics.json").is_file()
+            print(f"{m}: {c.arch}-{c.encoder}, {c.max_iters} iterations, in {c.out_dir}" + (" (already trained)" if done else ""))
+    train_runs(cfgs, jobs, progress)
     runs = {m: Path(c.out_dir) for m, c in cfgs.items()}
     report = write_report(out, runs)
     for split, table in report["tables"].items():

@@ -25,11 +25,12 @@ from .train import (Dist, TrainConfig, config_from, dataset_for, diagnose_split,
                              load_model, needs_stats, resolve_device, split_summary, train, training_stats)
 
 # %% auto #0
-__all__ = ['METHODS', 'share_class_stats', 'default_jobs', 'train_runs', 'evaluate_run', 'seed_summary', 'compare_methods',
-           'comparison_markdown', 'compare_main']
+__all__ = ['METHODS', 'run_history', 'share_class_stats', 'default_jobs', 'train_runs', 'evaluate_run', 'seed_summary',
+           'compare_methods', 'comparison_markdown', 'compare_main']
 
 # %% ../nbs/26_experiments.ipynb #e7a10005
-def _history(run: Path) -> list[dict]:
+def run_history(run: str | Path) -> list[dict]:
+    "The entries of a run's history.jsonl (the loss parts every `log_every` iterations, the evaluations), oldest first."
     path = Path(run) / "history.jsonl"
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.is_file() else []
 
@@ -79,7 +80,7 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
                 running[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, folder)
             time.sleep(1.0)
             for name, (proc, log, folder) in list(running.items()):
-                steps = [e["step"] for e in _history(folder) if "ce" in e]
+                steps = [e["step"] for e in run_history(folder) if "ce" in e]
                 if steps: bars[name].update(max(steps) - bars[name].n)
                 if proc.poll() is None: continue
                 log.close()

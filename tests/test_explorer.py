@@ -1,5 +1,6 @@
 """The class-drop explorer: the pure state function against the library's own functions, the widget driven from Python,
 the default pair's cache, `dropclass explore`'s errors, and the served page driven in headless Chromium."""
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -16,15 +17,15 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-import dropclass.explorer as explorer_module
+import dropclass.app as app_module
 from dropclass.adapters import model_head
 from dropclass.cli import main
 from dropclass.core import DropClass
 from dropclass.data.labels import CITYSCAPES
 from dropclass.data.synthetic import SyntheticStreets
 from dropclass.data.transforms import eval_transforms
-from dropclass.explorer import (ClassDropExplorer, ExploreState, as_dropclass, default_checkpoints, explore_state,
-                                explorer_dataset)
+from dropclass.app import default_checkpoints, default_explorer
+from dropclass.explorer import ClassDropExplorer, ExploreState, as_dropclass, explore_state, explorer_dataset
 from dropclass.features import class_features
 from dropclass.importance import conv1x1_importance, gradcam, importance_scores, region_weights
 from dropclass.train import config_from, load_model, train
@@ -128,8 +129,10 @@ def test_classes_by_name_and_errors(dc, data):
     s = explore_state(dc, image, "rider", "person", labels=CITYSCAPES)
     assert (s.dropped, s.inspected) == (CITYSCAPES.index("rider"), CITYSCAPES.index("person"))
     with pytest.raises(ValueError, match="labels="): explore_state(dc, image, "rider", 0)
-    with pytest.raises(KeyError, match="not a cityscapes class"): explore_state(dc, image, "unicorn", 0, labels=CITYSCAPES)
+    with pytest.raises(ValueError, match="not a cityscapes class"): explore_state(dc, image, "unicorn", 0, labels=CITYSCAPES)
     with pytest.raises(ValueError, match=r"\[0, 19\)"): explore_state(dc, image, None, 19)
+    from dropclass.data.labels import VOC
+    with pytest.raises(ValueError, match="the labels have 21"): explore_state(dc, image, 0, 0, labels=VOC)
     with pytest.raises(ValueError, match="one image"): explore_state(dc, torch.randn(2, 3, 64, 128), None, 0)
     with pytest.raises(TypeError, match="DropClass"): explore_state(dc.model, image, None, 0)
     dc.train()
@@ -192,8 +195,25 @@ def test_controls_update_like_clicks(explorer):
 def test_set_checks_its_arguments(explorer):
     with pytest.raises(ValueError, match="image must be"): explorer.set(image=99)
     with pytest.raises(ValueError, match="model must be one of"): explorer.set(model="resnet")
-    with pytest.raises(KeyError, match="not a cityscapes class"): explorer.set(drop="unicorn")
+    with pytest.raises(ValueError, match="the dropped class 'unicorn' is not a cityscapes class"): explorer.set(drop="unicorn")
     with pytest.raises(ValueError, match="at least one model"): ClassDropExplorer({}, [])
+
+
+def test_methods_are_the_class_own():
+    for name in ("set", "_update", "_draw_scene", "_captions"):
+        assert getattr(ClassDropExplorer, name).__qualname__ == f"ClassDropExplorer.{name}"
+    assert isinstance(ClassDropExplorer.state, property) and ClassDropExplorer.from_checkpoints.__self__ is ClassDropExplorer
+
+
+def test_pixel_accuracy_leaves_out_the_label_sets_ignore_index(dc, data):
+    labels = dataclasses.replace(CITYSCAPES, name="cityscapes-250", ignore_index=250)
+    image, mask = data[0]
+    mask = mask.clone()
+    mask[:, : mask.shape[1] // 2] = 250  # the left half unlabelled
+    ex = ClassDropExplorer({"DropClass": dc}, [(image, mask)], labels=labels)
+    pred, gt = ex.result.prediction, mask.numpy()
+    expected = (pred[gt != 250] == gt[gt != 250]).mean()
+    assert f"pixel accuracy {100 * expected:.1f}%" in ex.captions["prediction"].value
 
 
 def test_update_errors_go_to_the_output(dc, data):
@@ -230,7 +250,7 @@ def test_models_must_match_the_labels(dc):
 
 # ------------------------------------------------------------------------------------------------------ the default pair
 def test_default_checkpoints_train_once_then_load(tmp_path, monkeypatch):
-    monkeypatch.setattr(explorer_module, "EXPLORER_PRESET", "tiny")
+    monkeypatch.setattr(app_module, "EXPLORER_PRESET", "tiny")
     small = {"max_iters": 2, "ckpt_every": 2, "train_length": 16, "eval_length": 4}
     ckpts = default_checkpoints(tmp_path, progress=False, overrides=small)
     assert list(ckpts) == ["baseline", "DropClass"] and all(p.is_file() for p in ckpts.values())
@@ -239,13 +259,13 @@ def test_default_checkpoints_train_once_then_load(tmp_path, monkeypatch):
     def no_training(cfg): raise AssertionError("the cached pair was trained again")
     monkeypatch.setattr("dropclass.train.train", no_training)
     assert default_checkpoints(tmp_path, progress=False, overrides=small) == ckpts
-    ex = ClassDropExplorer.default(tmp_path, length=3, progress=False)  # with the cache: nothing to train
+    ex = default_explorer(tmp_path, length=3, progress=False)  # with the cache: nothing to train
     assert list(ex.models) == ["baseline", "DropClass"] and len(ex.dataset) == 3
 
 
 def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert explorer_module.default_cache_dir() == tmp_path / "dropclass" / "explorer"
+    assert app_module.default_cache_dir() == tmp_path / "dropclass" / "explorer"
 
 
 # --------------------------------------------------------------------------------------------------------------- the CLI

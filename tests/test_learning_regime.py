@@ -275,14 +275,15 @@ def test_demo_child_failure_is_reported_with_its_log(tmp_path):
 
 
 def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):
-    from dropclass import explorer as ex_module
+    from dropclass.app import default_checkpoints
+    from dropclass.explorer import ClassDropExplorer
     from dropclass.demo import run_demo
     run_demo(tmp_path / "demo", quick=True, progress=False, overrides=TINY_DEMO, jobs=1)
     def no_training(cfg): raise AssertionError("the demo's finished runs should have been used")
     monkeypatch.setattr("dropclass.train.train", no_training)
-    ckpts = ex_module.default_checkpoints(tmp_path / "cache", progress=False, demo_dir=tmp_path / "demo")
+    ckpts = default_checkpoints(tmp_path / "cache", progress=False, demo_dir=tmp_path / "demo")
     assert ckpts == {"baseline": tmp_path / "demo" / "baseline" / "last.pt", "DropClass": tmp_path / "demo" / "dropclass" / "last.pt"}
-    ex = ex_module.ClassDropExplorer.from_checkpoints(ckpts, length=2)
+    ex = ClassDropExplorer.from_checkpoints(ckpts, length=2)
     for change in ({"model": "DropClass"}, {"drop": "road"}, {"drop": None}, {"model": "baseline"}, {"drop": "car"}):
         ex.set(**change)
         assert ex.error is None, (change, ex.error)
