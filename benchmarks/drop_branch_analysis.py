@@ -29,7 +29,7 @@ def analyse(folder: Path) -> dict:
     from dropclass.data.balance import ClassStats
     from dropclass.diagnostics import drop_dimming
     from dropclass.losses import DropSchedule
-    from dropclass.train import Dist, _dataset, evaluate_split, labels_for, load_model, split_summary
+    from dropclass.train import Dist, dataset_for, evaluate_split, labels_for, load_model, split_summary
     metrics = json.loads((folder / "metrics.json").read_text())
     model, cfg = load_model(folder / "last.pt")
     labels = labels_for(cfg)
@@ -50,7 +50,7 @@ def analyse(folder: Path) -> dict:
     out["recall_nothing_dropped"] = {c: pct(d.get("recall_before", {}).get(c)) for c in rare}
     dim = drop_dimming(model)
     out["dimming"] = {"mean": round(float(dim.mean()), 4), **{c: round(float(dim[labels.classes.index(c)]), 4) for c in rare}}
-    per_epoch = cfg.iters_per_epoch or max(min((len(_dataset(cfg, cfg.train_split, cfg.train_length)) // cfg.batch_size),
+    per_epoch = cfg.iters_per_epoch or max(min((len(dataset_for(cfg, cfg.train_split, length=cfg.train_length)) // cfg.batch_size),
                                                cfg.max_iters // 10), 1)
     sched = DropSchedule(cfg.max_iters, iters_per_epoch=per_epoch, by=cfg.ramp, lam_max=cfg.lam_max, p_max=cfg.p_max,
                          ramp_end=cfg.ramp_end)

@@ -51,12 +51,12 @@ def rare_class_drop(folder: Path, scenes: int) -> dict:
     "Table 4 on the baseline: for each rare class, the IoU lost when its most influential class is erased."
     import numpy as np
     from dropclass.analysis.bias import influential_classes, iou_after_erasing, iou_drop
-    from dropclass.train import _dataset, labels_for, load_model
+    from dropclass.train import dataset_for, labels_for, load_model
     cache = folder / f"erasure_{scenes}.json"
     if cache.is_file(): return json.loads(cache.read_text())
     model, cfg = load_model(folder / "last.pt")
     labels = labels_for(cfg)
-    res = iou_after_erasing(model, _dataset(cfg, cfg.val_split, scenes), progress=False)
+    res = iou_after_erasing(model, dataset_for(cfg, cfg.val_split, length=scenes), progress=False)
     drop = iou_drop(res.iou, res.after)
     top = influential_classes(drop, 1, res.erased)[:, 0]
     row = {x: r for r, x in enumerate(res.erased)}

@@ -30,18 +30,17 @@ def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None 
 
 
 def add_dataset_args(p: argparse.ArgumentParser, split: str = "train") -> None:
-    "The options that choose a dataset: --dataset, --root, --split, --length (synthetic scenes)."
+    "The options that choose a dataset: --dataset, --root, --split, --length."
     p.add_argument("--dataset", default="synthetic", help="cityscapes, voc, synthetic or a registered name (default: synthetic)")
-    p.add_argument("--root", default=None, help="dataset folder (not needed for the synthetic scenes)")
+    p.add_argument("--root", default=None, help="dataset folder (not needed for generated datasets such as synthetic)")
     p.add_argument("--split", default=split, help=f"split to read (default: {split})")
-    p.add_argument("--length", type=int, default=None, help="number of synthetic scenes (synthetic only)")
+    p.add_argument("--length", type=int, default=None,
+                   help="number of samples: a generated dataset draws this many, a dataset of files uses its first ones")
 
 
 def open_dataset(args: argparse.Namespace):
     "The dataset chosen by `add_dataset_args`' options, without transforms."
-    from dropclass.data.datasets import get_dataset
-    kwargs = {"length": args.length} if args.length is not None else {}
-    if kwargs and args.dataset.lower() != "synthetic": raise ValueError("--length applies only to --dataset synthetic")
-    if args.root is None and args.dataset.lower() != "synthetic":
+    from dropclass.data.datasets import dataset_info, open_dataset as _open
+    if args.root is None and not dataset_info(args.dataset).generated:
         raise ValueError(f"--root is required for --dataset {args.dataset}: the folder that holds the dataset")
-    return get_dataset(args.dataset, args.root, args.split, **kwargs)
+    return _open(args.dataset, args.root, args.split, length=args.length)

@@ -57,7 +57,8 @@ def test_pipeline_from_synthetic_scenes_on_disk(tmp_path, capsys):
     (class_stats, ["--dataset", "cityscapes", "--out", "x.json"], "--root is required"),
     (class_stats, ["--dataset", "cityscapes", "--root", "/nonexistent", "--out", "x.json"], "Expected layout"),
     (class_stats, ["--dataset", "imagenet", "--root", ".", "--out", "x.json"], "unknown dataset 'imagenet'"),
-    (class_stats, ["--dataset", "voc", "--root", ".", "--length", "3", "--out", "x.json"], "--length applies only"),
+    (class_stats, ["--dataset", "voc", "--root", ".", "--length", "3", "--out", "x.json"], "VOCdevkit/VOC2012 is missing"),
+    (class_stats, ["--length", "0", "--out", "x.json"], "length must be positive"),
     (resample_list, ["--stats", "/nonexistent.json", "--repeat-factor", "0.1", "--out", "x.txt"], "write them with data_tools.class_stats"),
     (build_unbiased, ["--length", "2", "--fill", "blur", "--out", "x"], "fill"),
 ])

@@ -1,0 +1,136 @@
+"""The layer rule of the package, checked on its source: imports only go down, the import graph has no cycle, conventions
+live in one place, nothing outside core.py touches a private name of DropClass, every method is defined one way."""
+import ast
+import importlib
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+import dropclass
+
+ROOT = Path(dropclass.__file__).parent
+LAYERS = {  # module (or package prefix) -> layer; a module may import only from its own layer or the ones below
+    "conventions": 0,
+    "importance": 1, "features": 1, "losses": 1, "data": 1,
+    "adapters": 2, "core": 2, "models": 2, "metrics": 2, "tables": 2, "diagnostics": 2,
+    "train": 3, "analysis": 3, "explorer": 3, "schedule_widget": 3,
+    "experiments": 4, "demo": 4, "ablations": 4,
+    "app": 5, "cli": 5,
+}
+MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in ROOT.rglob("*.py")
+                 if p.name not in ("__init__.py", "_modidx.py"))
+
+
+def layer(module: str) -> int:
+    top = module.split(".")[0]
+    if top not in LAYERS: raise AssertionError(f"dropclass.{module} has no layer: add it to LAYERS and to the README's picture")
+    return LAYERS[top]
+
+
+def imports(module: str) -> set[str]:
+    "The dropclass modules that `module` imports (at the top or inside functions), as names relative to the package."
+    path = ROOT / (module.replace(".", "/") + ".py")
+    package = module.split(".")[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level: base = package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+            elif node.module and node.module.split(".")[0] == "dropclass": base = node.module.split(".")[1:]
+            else: continue
+            name = ".".join(base)
+            for alias in node.names:  # `from dropclass.data import labels` imports a module
+                sub = f"{name}.{alias.name}" if name else alias.name
+                out.add(sub if sub in MODULES else name)
+        elif isinstance(node, ast.Import):
+            out |= {a.name[len("dropclass."):] for a in node.names if a.name.startswith("dropclass.")}
+    return {m for m in out if m and m in MODULES and m != module}
+
+
+def test_every_module_has_a_layer():
+    for m in MODULES: layer(m)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_imports_go_down(module):
+    up = {m: layer(m) for m in imports(module) if layer(m) > layer(module)}
+    assert not up, f"dropclass.{module} (layer {layer(module)}) imports from layers above it: {up}"
+
+
+def test_import_graph_has_no_cycle():
+    graph = {m: imports(m) for m in MODULES}
+    state = {}
+
+    def visit(m, path):
+        if state.get(m) == "done": return
+        if state.get(m) == "open": raise AssertionError("import cycle: " + " -> ".join(path[path.index(m):] + [m]))
+        state[m] = "open"
+        for n in sorted(graph[m]): visit(n, path + [m])
+        state[m] = "done"
+
+    for m in MODULES: visit(m, [])
+
+
+def test_the_checker_catches_an_upward_import_and_a_cycle(tmp_path, monkeypatch):
+    "The rule can fail: a data module importing training, and two modules importing each other."
+    assert layer("data.labels") < layer("train")
+    graph = {"a": {"b"}, "b": {"a"}}
+    with pytest.raises(AssertionError, match="cycle"):
+        state = {}
+        def visit(m, path):
+            if state.get(m) == "open": raise AssertionError("import cycle")
+            if state.get(m) == "done": return
+            state[m] = "open"
+            for n in graph[m]: visit(n, path + [m])
+            state[m] = "done"
+        visit("a", [])
+
+
+def test_conventions_are_defined_once_and_imported_from_the_ground_floor():
+    for name in ("IGNORE_INDEX", "check_labels", "upsample_logits", "unwrap", "logits_of", "device_of"):
+        defined = [m for m in MODULES if re.search(rf"^(def {name}\(|{name} = )", (ROOT / (m.replace('.', '/') + '.py')).read_text(), re.M)]
+        assert defined == ["conventions"], f"{name} is defined in {defined}"
+    for m in MODULES:
+        text = (ROOT / (m.replace(".", "/") + ".py")).read_text()
+        for name in ("IGNORE_INDEX", "check_labels", "upsample_logits"):
+            assert not re.search(rf"from \.+(importance|losses|features) import [^\n]*\b{name}\b", text), f"{m} imports {name} from the maths layer"
+
+
+def test_no_private_name_of_dropclass_outside_core():
+    hits = []
+    for path in [*ROOT.rglob("*.py"), *(ROOT.parent / "tests").glob("*.py")]:
+        if path.name in ("core.py", "adapters.py", "_modidx.py", "test_architecture.py"): continue
+        for k, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"_drop_logits|adapter\.output\(|_class_pixel_factor", line): hits.append(f"{path.name}:{k}: {line.strip()}")
+    assert not hits, "\n".join(hits)
+
+
+def _classes():
+    for m in MODULES:
+        mod = importlib.import_module(f"dropclass.{m}")
+        for name, obj in vars(mod).items():
+            if inspect.isclass(obj) and obj.__module__ == mod.__name__: yield obj
+
+
+def test_methods_are_found_by_their_name_and_qualname():
+    "Every public method is defined as `def <name>` (in its class or with @patch) and is called Class.name."
+    bad = []
+    for cls in _classes():
+        source = Path(inspect.getsourcefile(cls)).read_text()
+        for name, f in vars(cls).items():
+            f = getattr(f, "__func__", f)
+            if isinstance(f, property): f = f.fget
+            if not inspect.isfunction(f) or name.startswith("_"): continue  # public methods
+            if f.__qualname__ != f"{cls.__name__}.{name}": bad.append(f"{cls.__name__}.{name}: __qualname__ {f.__qualname__!r}")
+            if not re.search(rf"def {re.escape(name)}\(", source): bad.append(f"{cls.__name__}.{name}: no 'def {name}('")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_method_is_attached_by_assignment():
+    for path in ROOT.rglob("*.py"):
+        if path.name == "_modidx.py": continue
+        text = path.read_text()
+        assert not re.search(r"^[A-Z]\w*\.\w+(, *[A-Z]\w*\.\w+)* = ", text, re.M), f"{path.name} attaches a method by assignment"
+        assert not re.search(r"setattr\([A-Z]\w*, ", text), f"{path.name} attaches methods with setattr"
+        assert not re.search(r"^\w+ = property\(", text, re.M), f"{path.name} defines a property at module level"

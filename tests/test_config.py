@@ -1,0 +1,92 @@
+"""Every setting of TrainConfig is checked before anything runs: a wrong type, an out-of-range value and an unknown
+choice each give one line that names the field, and no data is read."""
+from dataclasses import fields
+
+import pytest
+
+import dropclass.data.datasets as datasets
+import dropclass.train as train_module
+from dropclass.core import DROPCLASS_OPTIONS, DropClass
+from dropclass.train import TrainConfig, config_from, dropclass_options, train
+
+WRONG_TYPE = {"str": 3, "int": "three", "float": "fast", "bool": "maybe", "dict": [1, 2], "tuple": 5}
+RULES = {  # fields whose accepted values are not a type, a range or a list of choices: a value the rule refuses
+    "resample": "class:motorcycle", "device": "tpu:x", "scale_range": (2.0, 1.0), "compensation_kernel": 2,
+    "arch": "FPNN", "dataset": "kitti", "encoder": "resnet999", "train_split": "test2", "val_split": "trainval",
+    "eval_splits": ("counterfactual", "nope"), "data_root": "/data/synthetic",
+}
+
+
+def _kind(annotation: str) -> str:
+    base = annotation.replace(" | None", "")
+    return "tuple" if base.startswith("tuple") else base
+
+
+def cases():
+    for f in fields(TrainConfig):
+        option = f.metadata["option"]
+        yield f.name, "type", WRONG_TYPE[_kind(f.type)]
+        if option.low is not None:
+            low = option.low if option.low_open else option.low - 1
+            yield f.name, "range", (low, low) if _kind(f.type) == "tuple" else low
+        if option.high is not None: yield f.name, "range", option.high + 1 if not option.high_open else option.high
+        if option.choices: yield f.name, "choice", "nope"
+        if f.name in RULES: yield f.name, "rule", RULES[f.name]
+
+
+CASES = list(cases())
+
+
+def test_every_field_is_covered():
+    named = {name for name, *_ in CASES}
+    assert named == {f.name for f in fields(TrainConfig)}
+    kinds = {kind for *_, kind, _ in [(n, k, v) for n, k, v in CASES]}
+    assert {"type", "range", "choice", "rule"} <= kinds
+    assert len(CASES) > 100
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    "Reading any dataset fails the test: the checks must come first."
+    def touched(*a, **k): raise AssertionError("a dataset was opened before the settings were checked")
+    monkeypatch.setattr(datasets, "get_dataset", touched)
+    monkeypatch.setattr(train_module, "open_dataset", touched)
+
+
+@pytest.mark.parametrize("name, kind, value", CASES, ids=[f"{n}-{k}" for n, k, _ in CASES])
+def test_a_bad_value_is_one_line_naming_the_field(name, kind, value, no_data):
+    for make in (lambda: TrainConfig(**{name: value}), lambda: config_from("demo-quick", {name: value})):
+        with pytest.raises(ValueError) as e: make()
+        message = str(e.value)
+        assert "\n" not in message and name in message, message
+
+
+def test_command_line_text_that_does_not_convert_names_the_field(no_data):
+    with pytest.raises(ValueError, match="max_iters"): config_from("tiny", ["max_iters=ten"])
+    with pytest.raises(ValueError, match="crop_size"): config_from("tiny", ["crop_size=64xabc"])
+
+
+def test_the_issue_example_fails_before_any_data(no_data):
+    with pytest.raises(ValueError, match="average must be one of 'kept', 'all'; got 'mean'"):
+        config_from("tiny", {"average": "mean", "inference": "nope"})
+
+
+def test_a_missing_weights_file_fails_before_any_data(no_data, tmp_path):
+    cfg = config_from("tiny", {"encoder_weights": str(tmp_path / "missing.pth"), "out_dir": str(tmp_path / "run")})
+    with pytest.raises(ValueError, match="encoder_weights .* there is no file"): train(cfg)
+
+
+def test_good_values_pass_and_are_normalised():
+    cfg = TrainConfig(crop_size=[64, 128], lr=1, eval_splits=None)
+    assert cfg.crop_size == (64, 128) and isinstance(cfg.lr, float) and cfg.eval_splits == ("counterfactual",)
+    assert TrainConfig(dataset="cityscapes", data_root="/data").eval_splits == ()
+
+
+def test_dropclass_options_have_one_source():
+    "TrainConfig's DropClass fields take their default and their check from DROPCLASS_OPTIONS, as DropClass does."
+    by_name = {f.name: f for f in fields(TrainConfig)}
+    for name, option in DROPCLASS_OPTIONS.items():
+        if name == "drop_prob": continue  # set by the schedule (p_max), not a config field
+        assert by_name[name].metadata["option"] is option and by_name[name].default == option.default
+        assert DropClass.__init__.__kwdefaults__[name] == option.default
+    assert set(dropclass_options(TrainConfig())) == set(DROPCLASS_OPTIONS) - {"drop_prob"}
