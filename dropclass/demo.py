@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from .data.io import atomic_write_bytes
 from .data.labels import LabelSet, colorize
 from .data.transforms import denormalize, eval_transforms
-from .metrics import comparison_table
+from .tables import comparison_table
 from .core import DropClass
 from .diagnostics import diagnostics_figure
 from .experiments import evaluate_run, run_history, train_runs

@@ -8,8 +8,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -20,7 +18,7 @@ from .conventions import IGNORE_INDEX, check_labels, upsample_logits
 
 # %% auto #0
 __all__ = ['ALPHA', 'RAMPS', 'cross_entropy', 'drop_labels', 'cross_entropy_drop', 'seg_loss', 'suppression_loss', 'total_loss',
-           'DropSchedule', 'UpsampledCrossEntropy', 'upsampled_cross_entropy', 'DropClassLoss', 'ScheduleExplorer']
+           'DropSchedule', 'UpsampledCrossEntropy', 'upsampled_cross_entropy', 'DropClassLoss']
 
 # %% ../nbs/03_losses.ipynb #f7530008
 def _cross_entropy(logits, labels, weight, ignore_index):
@@ -223,66 +221,3 @@ class DropClassLoss(nn.Module):
         total = total_loss(seg, sup, self.alpha)
         parts = {"ce": ce, "ce_drop": ce_drop, "sup": sup, "seg": seg, "total": total}
         return total, {k: v.detach().item() for k, v in parts.items()}
-
-# %% ../nbs/03_losses.ipynb #f7530043
-class ScheduleExplorer:
-    "Sliders for the ramps of lambda and p and for alpha; plots the schedules and the parts of L_total over training."
-
-    def __init__(self, max_iters: int = 1000, iters_per_epoch: int = 100, by: str = "epoch", alpha: float = ALPHA,
-                 ce: float = 0.5, ce_drop: float = 0.6, sup: float = 0.02):
-        import ipywidgets as w
-        self.controls = {
-            "max_iters": w.IntSlider(value=max_iters, min=10, max=10000, step=10, description="iterations", continuous_update=False),
-            "iters_per_epoch": w.IntSlider(value=iters_per_epoch, min=1, max=2000, description="per epoch", continuous_update=False),
-            "by": w.ToggleButtons(options=list(RAMPS), value=by, description="ramp"),
-            "alpha": w.FloatSlider(value=alpha, min=0, max=30, step=0.5, description="alpha"),
-            "ce": w.FloatSlider(value=ce, min=0, max=3, step=0.05, description="L_CE"),
-            "ce_drop": w.FloatSlider(value=ce_drop, min=0, max=3, step=0.05, description="L_CE_drop"),
-            "sup": w.FloatSlider(value=sup, min=0, max=0.5, step=0.005, description="L_sup", readout_format=".3f"),
-        }
-        self.out = w.Output()
-        for c in self.controls.values(): c.observe(lambda _: self.draw(), names="value")
-        self.widget = w.VBox([w.HBox([w.VBox(list(self.controls.values())[:4]), w.VBox(list(self.controls.values())[4:])]), self.out])
-        self.draw()
-
-    @property
-    def state(self) -> dict: return {k: c.value for k, c in self.controls.items()}
-
-    def set(self, **values):
-        "Set controls by name, e.g. `set(alpha=5, by='iter')`."
-        for k, v in values.items():
-            if k not in self.controls: raise KeyError(f"no control {k!r}; the controls are {', '.join(self.controls)}")
-            self.controls[k].value = v
-
-    def curves(self) -> dict[str, np.ndarray]:
-        "lambda, p and the expected parts of L_total at every iteration, for the current state."
-        s = self.state
-        sched = DropSchedule(s["max_iters"], iters_per_epoch=s["iters_per_epoch"], by=s["by"])
-        it = np.arange(s["max_iters"])
-        lam, p = np.array([sched.lam(i) for i in it]), np.array([sched.p(i) for i in it])
-        return {"iteration": it, "lambda": lam, "p": p, "ce": (1 - lam) * s["ce"], "ce_drop": lam * s["ce_drop"],
-                "sup": p * s["alpha"] * s["sup"]}
-
-    def figure(self):
-        from matplotlib.figure import Figure
-        c = self.curves()
-        fig = Figure(figsize=(9, 2.8))
-        a1, a2 = fig.subplots(1, 2)
-        a1.plot(c["iteration"], c["lambda"], label=r"$\lambda$"); a1.plot(c["iteration"], c["p"], "--", label="p")
-        a1.set_xlabel("iteration"); a1.set_title("schedules"); a1.legend()
-        a2.stackplot(c["iteration"], c["ce"], c["ce_drop"], c["sup"],
-                     labels=[r"$(1-\lambda) L_{CE}$", r"$\lambda L_{CE\_drop}$", r"$p\,\alpha L_{sup}$"])
-        a2.set_xlabel("iteration"); a2.set_title(r"expected $L_{total}$"); a2.legend(fontsize=7, loc="upper left")
-        fig.tight_layout()
-        return fig
-
-    def draw(self):
-        from IPython.display import display
-        with self.out:
-            self.out.clear_output(wait=True)
-            try: display(self.figure())
-            except ValueError as e: print(f"error: {e}")
-
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)

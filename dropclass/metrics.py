@@ -5,14 +5,9 @@
 # %% ../nbs/20_metrics.ipynb #8d280002
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import statistics
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data.labels import CITYSCAPES, LabelSet
+from .data.labels import LabelSet
 from .conventions import IGNORE_INDEX, check_labels, device_of, evaluating, logits_of, upsample_logits
 
 # %% auto #0

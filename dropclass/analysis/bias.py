@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from ..data.labels import LabelSet
 from ..data.transforms import eval_transforms
 from ..data.unbiased import unbiased_sets
-from ..metrics import ComparisonTable, confusion_matrix, iou_per_class, miou
+from ..metrics import confusion_matrix, iou_per_class, miou
+from ..tables import ComparisonTable
 
 # %% auto #0
 __all__ = ['PAPER_TABLE4', 'ErasureIoU', 'iou_after_erasing', 'iou_drop', 'influential_classes', 'unbiased_iou',
@@ -258,9 +259,9 @@ def _per_class(v, C: int, name: str) -> np.ndarray:
 def _order(order, labels: LabelSet, vulnerability_order: list[int]) -> list[int]:
     if isinstance(order, str):
         if order == "vulnerability": return vulnerability_order
-        if order == "share": return labels.by_share() if labels.pixel_share else list(range(labels.num_classes))
+        if order == "share": return labels.order()
         raise ValueError(f"order must be 'vulnerability', 'share' or a list of classes, got {order!r}")
-    ids = [labels.index(c) if isinstance(c, str) else int(c) for c in order]
+    ids = labels.class_ids(order, "order")
     if sorted(ids) != list(range(labels.num_classes)): raise ValueError(f"order must list each of the {labels.num_classes} classes once")
     return ids
 

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..adapters import find_adapter
 from ..core import DropClass
 from ..data.labels import LabelSet
-from ..metrics import ComparisonTable
+from ..tables import ComparisonTable
 
 # %% auto #0
 __all__ = ['PAPER_TABLE5', 'classifier_weights', 'cosine_matrix', 'class_correlation', 'offdiagonal_sums', 'CorrelationTable',
@@ -108,10 +108,9 @@ def correlation_table(
     C = labels.num_classes
     for name, S in matrices.items():
         if np.shape(S) != (C, C): raise ValueError(f"{name!r} is a {np.shape(S)} matrix but {labels.name} has {C} classes")
-    cols = (labels.by_share() if labels.pixel_share else list(range(C))) if order is None else \
-        [labels.index(c) if isinstance(c, str) else int(c) for c in order]
+    cols = labels.order() if order is None else labels.class_ids(order, "order")
     if sorted(cols) != list(range(C)): raise ValueError(f"order must list each of the {C} classes once")
-    rare = labels.rarest() if labels.pixel_share else []
+    rare = labels.rare()
     sums = {name: offdiagonal_sums(S) for name, S in matrices.items()}
     names, kinds = list(sums), ["model"] * len(sums)
     values = [np.array([*s[cols], s.mean()]) for s in sums.values()]
@@ -140,9 +139,7 @@ def correlation_figure(
     order: Sequence[int | str] | None = None,  # None: increasing pixel share
 ) -> Figure:
     "Heatmaps of the classifier's cosine similarity matrices of several models, side by side (the paper's Figure 3)."
-    C = labels.num_classes
-    cols = (labels.by_share() if labels.pixel_share else list(range(C))) if order is None else \
-        [labels.index(c) if isinstance(c, str) else int(c) for c in order]
+    cols = labels.order() if order is None else labels.class_ids(order, "order")
     fig = Figure(figsize=(4.6 * len(matrices) + 1.0, 4.6))
     axes = np.atleast_1d(fig.subplots(1, len(matrices)))
     names = [labels.classes[c] for c in cols]

@@ -106,10 +106,6 @@ def overlay(
 CONFUSABLE_PAIRS = (("motorcycle", "bicycle"), ("truck", "train"), ("bus", "truck"))  # Figure 4: (GT class, non-GT class)
 
 
-def _class_id(labels: LabelSet, c: int | str) -> int:
-    return labels.index(c) if isinstance(c, str) else int(c)
-
-
 def gradcam_pair(
     model: nn.Module,  # a DropClass or adapted model
     image: Tensor,  # (3, H, W) model-ready (normalised) image
@@ -146,7 +142,7 @@ def scenes_with(
     search: int | None = None,  # look at the first `search` scenes; None: all
 ) -> list[int]:  # indices, the scene where the class covers the most pixels first
     "The `n` scenes in which class `cls` covers the most pixels."
-    c = _class_id(dataset.labels, cls)
+    c = dataset.labels.class_id(cls, "cls")
     last = len(dataset) if search is None else min(search, len(dataset))
     counts = [(int((get_mask(dataset, i).as_subclass(Tensor) == c).sum()), i) for i in range(last)]
     return [i for k, i in sorted(counts, key=lambda t: (-t[0], t[1])) if k > 0][:n]
@@ -166,7 +162,7 @@ def gradcam_figure(
     fig = Figure(figsize=(1.6 * aspect * cols, 1.8 * len(rows) + 0.3))
     axes = np.array(fig.subplots(len(rows), cols)).reshape(len(rows), cols)
     for r, (i, gt, other) in enumerate(rows):
-        gt, other = _class_id(labels, gt), _class_id(labels, other)
+        gt, other = labels.class_id(gt, "the ground-truth class"), labels.class_id(other, "the confusable class")
         image, mask = dataset[i]
         shown = [(denormalize(image).permute(1, 2, 0).numpy(), f"scene {i}: {labels.classes[gt]}")]
         pairs = {name: gradcam_pair(m, image, mask, gt, other, region) for name, m in models.items()}
