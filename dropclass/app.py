@@ -35,28 +35,25 @@ def default_checkpoints(
     progress: bool = True,  # progress bars while training
     overrides: dict | None = None,  # further settings of both runs (e.g. {"max_iters": 60})
     demo_dir: str | Path | None = DEMO_DIR,  # a finished `dropclass demo` here is used as it is (when no overrides are given)
+    jobs: int | None = None,  # trainings at a time (None: both side by side on a multi-core CPU)
 ) -> dict[str, Path]:  # model name -> checkpoint
     "The demo's baseline and DropClass checkpoints: those of a finished `dropclass demo`, else trained once into the cache."
-    from dropclass.train import config_from, train
+    from dropclass.experiments import train_runs
+    from dropclass.train import config_from
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     for folder in ([Path(demo_dir)] if demo_dir is not None and not overrides and not EXPLORER_OVERRIDES else []):
         if all((folder / m / "metrics.json").is_file() and (folder / m / "last.pt").is_file() for m in MODEL_NAMES):
             if progress: print(f"using the demo's models in {folder}")
             return {name: folder / m / "last.pt" for m, name in MODEL_NAMES.items()}
-    out = {}
-    for method, name in MODEL_NAMES.items():
-        cfg = config_from(EXPLORER_PRESET, {**EXPLORER_OVERRIDES, **(overrides or {}), "method": method,
-                                            "out_dir": str(cache / method), "progress": progress})
-        ckpt = Path(cfg.out_dir) / "last.pt"
-        if not (Path(cfg.out_dir) / "metrics.json").is_file():
-            stats = cache / "baseline" / "class_stats.json"  # one training set: count its classes once
-            if method != "baseline" and stats.is_file() and not (Path(cfg.out_dir) / "class_stats.json").is_file():
-                Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-                (Path(cfg.out_dir) / "class_stats.json").write_bytes(stats.read_bytes())
-            if progress: print(f"training the explorer's {name} model ({cfg.arch}-{cfg.encoder}, {cfg.max_iters} iterations) in {cfg.out_dir}")
-            train(cfg)
-        out[name] = ckpt
-    return out
+    cfgs = {name: config_from(EXPLORER_PRESET, {**EXPLORER_OVERRIDES, **(overrides or {}), "method": method,
+                                                "out_dir": str(cache / method), "progress": progress})
+            for method, name in MODEL_NAMES.items()}
+    if progress:
+        for name, cfg in cfgs.items():
+            if not (Path(cfg.out_dir) / "metrics.json").is_file():
+                print(f"training the explorer's {name} model ({cfg.arch}-{cfg.encoder}, {cfg.max_iters} iterations) in {cfg.out_dir}")
+    train_runs(cfgs, jobs, progress)  # one training set: its class statistics are counted once; trained only once
+    return {name: Path(cfg.out_dir) / "last.pt" for name, cfg in cfgs.items()}
 
 # %% ../nbs/35_app.ipynb #3a5a0009
 def default_explorer(

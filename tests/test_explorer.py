@@ -257,7 +257,8 @@ def test_default_checkpoints_train_once_then_load(tmp_path, monkeypatch):
     assert isinstance(load_model(ckpts["DropClass"])[0], DropClass) and not isinstance(load_model(ckpts["baseline"])[0], DropClass)
 
     def no_training(cfg): raise AssertionError("the cached pair was trained again")
-    monkeypatch.setattr("dropclass.train.train", no_training)
+    monkeypatch.setattr("dropclass.experiments.train", no_training)
+    monkeypatch.setattr("dropclass.experiments._side_by_side", lambda *a: no_training(None))
     assert default_checkpoints(tmp_path, progress=False, overrides=small) == ckpts
     ex = default_explorer(tmp_path, length=3, progress=False)  # with the cache: nothing to train
     assert list(ex.models) == ["baseline", "DropClass"] and len(ex.dataset) == 3

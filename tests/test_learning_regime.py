@@ -270,8 +270,8 @@ def test_demo_side_by_side_writes_both_runs_and_the_report(tmp_path):
 
 def test_demo_child_failure_is_reported_with_its_log(tmp_path):
     from dropclass.demo import run_demo
-    with pytest.raises(RuntimeError, match="failed .*train.log"):  # the children fail on a bad data root, the parent says where
-        run_demo(tmp_path, quick=True, progress=False, overrides=TINY_DEMO + ["class_weights=none", "data_root=/nonexistent"], jobs=2)
+    with pytest.raises(RuntimeError, match="failed .*train.log"):  # the children fail on a missing weights file, the parent says where
+        run_demo(tmp_path, quick=True, progress=False, overrides=TINY_DEMO + ["class_weights=none", "encoder_weights=/nonexistent.pth"], jobs=2)
 
 
 def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):
@@ -280,7 +280,8 @@ def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):
     from dropclass.demo import run_demo
     run_demo(tmp_path / "demo", quick=True, progress=False, overrides=TINY_DEMO, jobs=1)
     def no_training(cfg): raise AssertionError("the demo's finished runs should have been used")
-    monkeypatch.setattr("dropclass.train.train", no_training)
+    monkeypatch.setattr("dropclass.experiments.train", no_training)
+    monkeypatch.setattr("dropclass.experiments._side_by_side", lambda *a: no_training(None))
     ckpts = default_checkpoints(tmp_path / "cache", progress=False, demo_dir=tmp_path / "demo")
     assert ckpts == {"baseline": tmp_path / "demo" / "baseline" / "last.pt", "DropClass": tmp_path / "demo" / "dropclass" / "last.pt"}
     ex = ClassDropExplorer.from_checkpoints(ckpts, length=2)
