@@ -12,7 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .core import DropClass
-from .conventions import IGNORE_INDEX, unwrap, upsample_logits
+from .conventions import IGNORE_INDEX, evaluating, unwrap, upsample_logits
 
 # %% auto #0
 __all__ = ['DropDiagnostics', 'batch_diagnostics', 'drop_diagnostics', 'drop_dimming', 'diagnostics_figure']
@@ -107,14 +107,10 @@ def drop_diagnostics(
     "The drop-branch diagnostics of `model` pooled over `loader`, or None when the model has no drop branch."
     core = unwrap(model)
     if not isinstance(core, DropClass): return None
-    was_training = core.training
-    core.eval()
     total = DropDiagnostics.zeros(core.num_classes)
-    try:
+    with evaluating(core):
         for images, labels in tqdm(loader, desc="drop-branch diagnostics", disable=not progress, leave=False):
             total = total + batch_diagnostics(core, images.to(device), labels.to(device), ignore_index)
-    finally:
-        core.train(was_training)
     return total
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90016

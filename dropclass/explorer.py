@@ -410,10 +410,8 @@ def _accuracy(pred: np.ndarray, gt: np.ndarray, ignore_index: int) -> float:
 # %% ../nbs/34_explorer.ipynb #20140038
 def explorer_dataset(cfg, split: str | None = None, length: int | None = 100):
     "The scenes of a training config's dataset to explore: its val split (or `split`) with `eval_transforms`."
-    from dropclass.data.datasets import get_dataset
-    split = split or cfg.val_split
-    kwargs = {"length": length, "size": tuple(cfg.crop_size)} if cfg.dataset == "synthetic" else {}
-    return get_dataset(cfg.dataset, cfg.data_root, split, transforms=eval_transforms(), **kwargs)
+    from dropclass.train import dataset_for
+    return dataset_for(cfg, split or cfg.val_split, eval_transforms(), length)
 
 
 @patch(cls_method=True)

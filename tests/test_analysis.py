@@ -83,7 +83,7 @@ def test_iou_after_erasing_refuses_bad_input():
         iou_after_erasing({}, val_set(2))
     with pytest.raises(ValueError, match="erased before any transform"):
         iou_after_erasing(seeded_tiny(0), val_set(2, transforms=eval_transforms()))
-    with pytest.raises(KeyError, match="not a cityscapes class"):
+    with pytest.raises(ValueError, match="not a cityscapes class"):
         iou_after_erasing(seeded_tiny(0), val_set(2), classes=["unicorn"])
 
 

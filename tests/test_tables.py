@@ -88,7 +88,7 @@ def test_table_from_confusion_matrices():
     (dict(results={"baseline": [0.1] * 3, "b": [0.2] * 3}, other="z"), KeyError, "must be one of"),
     (dict(results={"baseline": [0.1] * 3}, order=[0, 1]), ValueError, "each of the 3 classes"),
     (dict(results={"baseline": [0.1] * 3}, order=[0, 1, 1]), ValueError, "twice"),
-    (dict(results={"baseline": [0.1] * 3}, order=[0, 1, 5]), ValueError, "order must be a class name or an id in [0, 3)"),
+    (dict(results={"baseline": [0.1] * 3}, order=[0, 1, 5]), ValueError, "order id 5 is out of range [0, 3)"),
     (dict(results={"baseline": [0.1] * 3}, rare=["d"]), ValueError, "rare 'd' is not a toy class"),
     (dict(results={"baseline": [0.1] * 3}, rare=[1, "b"]), ValueError, "rare lists a class twice"),
 ])

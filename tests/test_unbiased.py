@@ -163,7 +163,7 @@ def test_erased_class_errors():
     with pytest.raises(ValueError, match="transforms=None"): ErasedClass(Scenes(transforms=flip), MOTO)
     with pytest.raises(ValueError, match=r"class id 19 is out of range \[0, 19\)"): ErasedClass(Scenes(), 19)
     with pytest.raises(ValueError, match="out of range"): ErasedClass(Scenes(), -1)
-    with pytest.raises(KeyError, match="not a cityscapes class"): ErasedClass(Scenes(), "bike")
+    with pytest.raises(ValueError, match="not a cityscapes class"): ErasedClass(Scenes(), "bike")
     with pytest.raises(ValueError, match="unknown fill"): ErasedClass(Scenes(), MOTO, fill="noise")
     with pytest.raises(ValueError, match="empty"): ErasedClass(Scenes(0), MOTO)
     nolabels = Scenes()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -20,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from ..conventions import device_of, evaluating, logits_of
 from ..data.labels import LabelSet
 from ..data.transforms import eval_transforms
 from ..data.unbiased import unbiased_sets
@@ -81,15 +83,12 @@ class _WithClasses(Dataset):
         return (*self.transforms(image, mask), present)
 
 
-def _logits(out) -> Tensor: return out["out"] if isinstance(out, Mapping) else out  # torchvision models return a dict
-
-
 @torch.inference_mode()
 def _image_confusions(models: dict, batch, num_classes: int, ignore_index: int, device) -> dict[str, Tensor]:
     "The (B, C, C) confusion matrix of every image of a batch, for each model, on the CPU."
     images, masks = (t.as_subclass(Tensor).to(device) for t in batch[:2])
     return {name: torch.stack([confusion_matrix(p[None], y[None], num_classes, ignore_index)
-                               for p, y in zip(_logits(m(images)), masks)]).cpu() for name, m in models.items()}
+                               for p, y in zip(logits_of(m(images)), masks)]).cpu() for name, m in models.items()}
 
 
 def _as_models(model) -> dict[str, nn.Module]:
@@ -99,9 +98,7 @@ def _as_models(model) -> dict[str, nn.Module]:
 
 
 def _device(models: dict[str, nn.Module]) -> torch.device:
-    for m in models.values():
-        for p in m.parameters(): return p.device
-    return torch.device("cpu")
+    return device_of(next(iter(models.values())))
 
 # %% ../../nbs/30_bias.ipynb #e5e00010
 def iou_after_erasing(
@@ -123,9 +120,8 @@ def iou_after_erasing(
     C, ignore = labels.num_classes, labels.ignore_index
     device = torch.device(device) if device is not None else _device(models)
     loader = lambda ds: DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
-    was_training = {n: m.training for n, m in models.items()}
-    for m in models.values(): m.eval()
-    try:
+    with ExitStack() as modes:
+        for m in models.values(): modes.enter_context(evaluating(m))
         per_image, present = {n: [] for n in models}, []
         for batch in tqdm(loader(_WithClasses(base, transforms)), desc="I", disable=not progress):
             for n, cms in _image_confusions(models, batch, C, ignore, device).items(): per_image[n].append(cms)
@@ -144,8 +140,6 @@ def iou_after_erasing(
                 for n in models:
                     after[n][r] = iou_per_class(cms[n]).numpy()
                     after[n][r, x] = np.nan  # the erased class is labelled 255 everywhere: no IoU
-    finally:
-        for n, m in models.items(): m.train(was_training[n])
     out = {n: ErasureIoU(list(labels.classes), ids, iou_per_class(per_image[n].sum(0)).numpy(), after[n], images.numpy())
            for n in models}
     return out if isinstance(model, Mapping) else out["model"]

@@ -21,7 +21,7 @@ from ..data.balance import get_mask
 from ..data.labels import LabelSet
 from ..data.transforms import denormalize
 from ..importance import gradcam, importance_scores
-from ..conventions import upsample_logits
+from ..conventions import evaluating, upsample_logits
 
 # %% auto #0
 __all__ = ['CONFUSABLE_PAIRS', 'prediction_path', 'class_regions', 'class_gradcam', 'upsample_cams', 'normalize_cams', 'overlay',
@@ -55,9 +55,7 @@ def class_gradcam(
     regions: Tensor,  # (B, n, H', W') bool or non-negative weights at the model's output size: where Eq. 1 averages
 ) -> Tensor:  # (B, n, h1, w1) Grad-CAM maps, >= 0, zero for an empty region
     "Grad-CAM of each class at the feature map A, with Eq. 1 averaged over its region, for the model's own prediction."
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         A, head = prediction_path(model, x)
         idx = torch.as_tensor(list(classes), device=A.device)
         with torch.no_grad(): out_size = head(A).shape[-2:]
@@ -68,8 +66,6 @@ def class_gradcam(
         M = M / M.sum((-2, -1), keepdim=True).clamp_min(1e-12)  # (B, n, H, W): the mean over each region
         S = importance_scores(A, lambda a: head(a)[:, idx], M)  # (B, n, K, h1, w1)
         return gradcam(A, S)
-    finally:
-        model.train(was_training)
 
 # %% ../../nbs/32_gradcam.ipynb #af960011
 def upsample_cams(cam: Tensor, size: tuple[int, int]) -> Tensor:  # (B, n, h, w) -> (B, n, H, W)

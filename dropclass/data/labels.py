@@ -46,8 +46,9 @@ class LabelSet:
             except ValueError: raise ValueError(f"{what} {c!r} is not a {self.name} class; the classes are {', '.join(self.classes)}") from None
         try: i = None if isinstance(c, bool) else operator.index(c)
         except TypeError: i = None
-        if i is None or not 0 <= i < self.num_classes:
-            raise ValueError(f"{what} must be a class name or an id in [0, {self.num_classes}), got {c!r}")
+        if i is None: raise ValueError(f"{what} must be a class name or an integer id, got {c!r}")
+        if not 0 <= i < self.num_classes:
+            raise ValueError(f"{what} id {i} is out of range [0, {self.num_classes}) for {self.name}; give a class name or an id in range")
         return i
 
     def class_ids(self, cs, what: str = "class") -> list[int]:

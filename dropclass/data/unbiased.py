@@ -109,13 +109,6 @@ def erase_class(
     return tv_tensors.Image(out), tv_tensors.Mask(mask.masked_fill(hole, ignore_index))
 
 # %% ../../nbs/15_unbiased.ipynb #43880016
-def _class_id(labels: LabelSet, c: int | str) -> int:
-    "Train id of class `c` (by id or name) in `labels`."
-    if isinstance(c, str): return labels.index(c)
-    if not 0 <= int(c) < labels.num_classes: raise ValueError(f"class id {c} is out of range [0, {labels.num_classes}) for {labels.name}")
-    return int(c)
-
-
 def _check_base(base):
     "The base dataset must have `labels` and no transforms of its own: I* erases raw samples."
     if getattr(base, "labels", None) is None: raise ValueError("the base dataset has no `labels` (a LabelSet); see the data contract")
@@ -128,7 +121,7 @@ def _check_base(base):
 def _class_ids(labels: LabelSet, classes) -> list[int]:
     "Train ids of `classes` (ids or names, duplicates dropped), or of every class when `classes` is None."
     if classes is None: return list(range(labels.num_classes))
-    return list(dict.fromkeys(_class_id(labels, c) for c in classes))
+    return list(dict.fromkeys(labels.class_ids(classes)))
 
 
 class ErasedClass(Dataset):
@@ -143,7 +136,7 @@ class ErasedClass(Dataset):
     ):
         _check_base(base)
         _check_fill(fill, color)
-        self.base, self.labels, self.class_id = base, base.labels, _class_id(base.labels, class_id)
+        self.base, self.labels, self.class_id = base, base.labels, base.labels.class_id(class_id)
         self.fill, self.color, self.transforms = fill, tuple(color), transforms
 
     def __len__(self): return len(self.base)
