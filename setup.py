@@ -8,9 +8,9 @@ cfg = ConfigParser(delimiters=["="])
 cfg.read(Path(__file__).parent / "settings.ini", encoding="utf-8")
 cfg = cfg["DEFAULT"]
 
-licenses = {"apache2": ("Apache Software License 2.0", "OSI Approved :: Apache Software License")}
+licenses = {"apache2": "Apache-2.0"}  # SPDX expressions (license classifiers are deprecated)
 statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Production/Stable"]
-lic_name, lic_classifier = licenses[cfg["license"]]
+license_expression = licenses[cfg["license"]]
 min_python = cfg["min_python"]
 py_versions = [f"3.{v}" for v in range(int(min_python.split(".")[1]), 14)]
 
@@ -31,12 +31,11 @@ setuptools.setup(
     author=cfg["author"],
     author_email=cfg["author_email"],
     url=cfg["git_url"],
-    license=lic_name,
+    license=license_expression,
     keywords=cfg["keywords"],
     classifiers=[
         f"Development Status :: {statuses[int(cfg['status']) - 1]}",
         f"Intended Audience :: {cfg['audience']}",
-        f"License :: {lic_classifier}",
         f"Natural Language :: {cfg['language']}",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
         "Topic :: Scientific/Engineering :: Image Recognition",

@@ -101,6 +101,7 @@ def _voila():
 def _check_port(port: int, host: str = "localhost"):
     if not 0 < port < 65536: raise ValueError(f"--port must be in 1-65535, got {port}")
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a port left in TIME_WAIT by a stopped server is free
         try: s.bind((host, port))
         except OSError: raise ValueError(f"port {port} on {host} is in use; choose another with --port") from None
 
@@ -123,6 +124,8 @@ def serve(
     nb = app_notebook(folder / "explorer.ipynb")
     os.environ[APP_ENV] = json.dumps({"checkpoints": checkpoints, "split": split, "length": length})
     print(f"dropclass explore: the explorer of {', '.join(checkpoints)} is at http://localhost:{port}/ (Ctrl-C stops it)", flush=True)
-    argv = [str(nb), f"--port={port}", "--Voila.ip=localhost", "--Voila.port_retries=0"] + ([] if open_browser else ["--no-browser"])
+    argv = [str(nb), f"--port={port}", "--Voila.ip=localhost", "--Voila.port_retries=0",
+            "--MappingKernelManager.cull_idle_timeout=600", "--MappingKernelManager.cull_interval=60"]  # a closed page frees its kernel
+    argv += [] if open_browser else ["--no-browser"]
     try: Voila.launch_instance(argv=argv)
     finally: shutil.rmtree(folder, ignore_errors=True)

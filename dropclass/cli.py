@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['main']
+__all__ = ['EVAL_SETTINGS', 'main']
 
 # %% ../nbs/23_cli.ipynb #b7c50005
 def _parser() -> argparse.ArgumentParser:
@@ -56,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ablate", help="the ablations of Tables 2, 3 and 6 over several seeds",
                        description="Train every ablation variant (reweighting, resampling, no L_sup, ignore-a-label, the "
                                    "paper's readings against the official code's) for every seed with one preset, reusing "
-                                   "finished runs, and write a table of mean and spread against the baseline. With the demo "
-                                   "preset, about five minutes per variant and seed on two CPU cores.")
+                                   "finished runs, and write a table of mean and spread against the baseline (the README's Cost "
+                                   "section gives the measured time of a run).")
     a.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     a.add_argument("--variants", nargs="+", default=None, help="variants to run (default: all; the baseline is always run)")
     a.add_argument("--preset", default="demo", help="training preset of every run (default: demo)")
@@ -113,6 +113,10 @@ def _eval(args) -> int:
     from dropclass.train import config_from, labels_for, load_checkpoint
     saved = load_checkpoint(args.checkpoint)["config"]
     changes = dict(o.split("=", 1) for o in _checked(args.overrides))
+    fixed = sorted(k for k in changes if k not in EVAL_SETTINGS)
+    if fixed:
+        raise ValueError(f"eval reads the model's settings from the checkpoint, so {', '.join(fixed)} cannot change here; "
+                         f"--set takes {', '.join(sorted(EVAL_SETTINGS))}")
     cfg = config_from(None, {**{k: v for k, v in saved.items() if k != "encoder_weights"}, **changes})  # checks the changes
     results = evaluate_run(args.checkpoint, args.splits, overrides=changes, diagnostics=True, progress=not args.quiet)
     labels = labels_for(cfg)
@@ -126,6 +130,10 @@ def _eval(args) -> int:
                   f"{100 * diag['suppression_rate']:.1f} % of its pixels; h(A) and the drop branch agree on {100 * diag['agreement']:.1f} %")
     if args.json: Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "splits": results}, indent=2) + "\n")
     return 0
+
+
+EVAL_SETTINGS = {"data_root", "dataset_args", "val_split", "eval_splits", "eval_length", "eval_batch_size", "num_workers",
+                 "device", "diag_length", "inference", "progress"}  # what `dropclass eval --set` may change
 
 
 def _checked(overrides):
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         command, run = args.command, lambda: _COMMANDS[args.command](args)
     try:
         return run()
-    except (ValueError, FileNotFoundError, KeyError, ImportError, FloatingPointError) as e:
+    except (ValueError, OSError, KeyError, ImportError, FloatingPointError) as e:
         print(f"dropclass {command}: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

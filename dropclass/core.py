@@ -140,6 +140,10 @@ class DropClass(nn.Module):
         if not isinstance(x, Tensor) or x.ndim != 4 or not x.is_floating_point():
             got = f"shape {tuple(x.shape)} and dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"DropClass expects a float image batch of shape (B, channels, H, W), got {got}")
+        dtype = self.classifier.weight.dtype
+        if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+            raise ValueError(f"the images are {x.dtype} but the model is {dtype}: convert them with x.to({dtype}) "
+                             f"(or the model with model.to({x.dtype}))")
         return self.adapter.features(self.model, x)
 
     def extra_repr(self) -> str:

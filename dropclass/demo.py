@@ -199,6 +199,10 @@ def run_demo(
 ) -> dict:
     "Train the baseline and DropClass with identical settings, evaluate both, write and print the comparison report."
     out = Path(out)
+    owned = sorted({o.split("=", 1)[0].strip() for o in overrides or []} & {"method", "out_dir", "seed"})
+    if owned:
+        raise ValueError(f"the demo sets {', '.join(owned)} itself (it trains both methods, in <out>/<method>, with --seed); "
+                         "use dropclass train for a single run")
     cfgs = {m: config_from("demo-quick" if quick else "demo", [*(overrides or []), f"method={m}", f"out_dir={out / m}",
                                                                f"seed={seed}", f"progress={progress}"]) for m in DEMO_METHODS}
     if progress:

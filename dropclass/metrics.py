@@ -262,7 +262,11 @@ def evaluate(
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                 raise ValueError("the loader must yield (image, mask) batches")
             images, masks = (t.as_subclass(Tensor).to(device, non_blocking=True) for t in batch)
-            cm.update(logits_of(model(images)), masks)
+            logits = logits_of(model(images))
+            if not torch.isfinite(logits).all():
+                raise ValueError("the model predicts NaN or infinite logits, so its scores would be meaningless: its weights "
+                                 "or its input are not finite (a diverged run, or a corrupt image)")
+            cm.update(logits, masks)
     return cm
 
 # %% ../nbs/20_metrics.ipynb #8d280069

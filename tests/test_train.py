@@ -156,6 +156,44 @@ def test_two_process_ddp_matches_one_process_with_twice_the_batch(tmp_path):
     assert abs(ma - mb) < 1e-3  # evaluation sharded over the processes and summed
 
 
+def _largest_difference(a, b, keys):
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in keys)
+
+
+def test_two_process_ddp_with_batch_norm_matches_one_process_with_twice_the_batch(tmp_path):
+    """Batch norm over the global batch on CPUs (GlobalBatchNorm): two processes give the weights and running statistics
+    of one process with the whole batch, as closely as float rounding allows. This net (random init, BatchNorm after a
+    conv of N(0, 0.001) weights in DropClass's compensating layer) amplifies rounding, so the yardstick is measured in
+    the same run: two single-process runs that differ only in memory format (other conv kernels, other rounding)."""
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent("""
+        import json, sys
+        from dropclass.train import config_from, train
+        train(config_from(None, json.loads(sys.argv[1])))
+    """))
+    common = {"method": "dropclass", "arch": "FPN", "encoder": "resnet18", "init_std": None, "optimizer": "sgd", "lr": 0.001,
+              "model_args": {"decoder_dropout": 0.0, "decoder_segmentation_channels": 32}, "crop_size": [64, 128],
+              "train_length": 16, "eval_length": 4, "diag_length": 0, "max_iters": 2, "ckpt_every": 2, "iters_per_epoch": 1,
+              "eval_splits": [], "progress": False}  # no dropout: its masks are drawn per process
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = lambda name, **kw: subprocess.run([sys.executable, str(script), json.dumps({**common, **kw, "out_dir": str(tmp_path / name)})],
+                                            check=True, env=env)
+    run("single", batch_size=4)
+    run("single_other_rounding", batch_size=4, channels_last=False)
+    run("half", batch_size=2)  # what a process without synchronised statistics computes
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+                          f"--master_port={_free_port()}", str(script), json.dumps({**common, "batch_size": 2, "out_dir": str(tmp_path / "ddp")})],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    single, other, half, ddp = (weights(tmp_path / n / "last.pt") for n in ("single", "single_other_rounding", "half", "ddp"))
+    stats = [k for k in single if k.endswith(("running_mean", "running_var"))]
+    params = [k for k in single if single[k].is_floating_point() and k not in stats]
+    noise_s, noise_w = _largest_difference(single, other, stats), _largest_difference(single, other, params)
+    assert _largest_difference(single, ddp, stats) <= 3 * max(noise_s, 1e-6)
+    assert _largest_difference(single, ddp, params) <= 3 * max(noise_w, 1e-7)
+    assert _largest_difference(half, ddp, stats) > 10 * max(noise_s, 1e-6)  # per-process statistics would be far off
+
+
 def test_cli_train_eval_and_demo_end_to_end(tmp_path, capsys):
     assert cli(["train", "--config", "tiny", "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert "val: mIoU" in capsys.readouterr().out

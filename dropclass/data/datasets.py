@@ -6,19 +6,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torchvision
+from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from .io import read_image, read_mask
 from .labels import CITYSCAPES, VOC, LabelSet, cityscapes_train_ids
 
+_CITYSCAPES_IDS = torch.arange(-1, 34)  # every Cityscapes labelId (-1: license plate)
+_VOC_VALUES = torch.tensor([*range(21), 255])  # VOC class indices and the border value
+
 # %% auto #0
-__all__ = ['CITYSCAPES_LAYOUT', 'CITYSCAPES_SPLITS', 'VOC_LAYOUT', 'VOC_SPLITS', 'DATASETS', 'DATASET_INFO',
+__all__ = ['UNKNOWN_LABELS', 'CITYSCAPES_LAYOUT', 'CITYSCAPES_SPLITS', 'VOC_LAYOUT', 'VOC_SPLITS', 'DATASETS', 'DATASET_INFO',
            'CityscapesSegmentation', 'VOCSegmentation', 'DatasetInfo', 'register_dataset', 'dataset_info',
            'get_dataset', 'FirstSamples', 'open_dataset']
 
@@ -47,6 +52,9 @@ def _check_pairs(
                             f"e.g. {missing[0][0].name} has no {missing[0][1]}", layout)
 
 # %% ../../nbs/12_datasets.ipynb #13190007
+UNKNOWN_LABELS = ("error", "warn", "ignore")  # what a label value outside the label set does: fail, warn and void it, void it
+
+
 class _SegmentationFiles(Dataset):
     "Base of the file datasets: `images[i]` and `targets[i]` decoded by `load_image` and `load_mask`."
     labels: LabelSet
@@ -55,6 +63,7 @@ class _SegmentationFiles(Dataset):
     images: list[Path]
     targets: list[Path]
     transforms: Callable | None
+    unknown_labels: str = "error"
 
     def load_image(self, i: int) -> tv_tensors.Image: return read_image(self.images[i])  # uint8 (3, H, W) RGB
     def load_mask(self, i: int) -> tv_tensors.Mask: raise NotImplementedError
@@ -62,10 +71,42 @@ class _SegmentationFiles(Dataset):
 
     def __getitem__(self, i: int):
         image, mask = self.load_image(i), self.load_mask(i)
+        if image.shape[-2:] != mask.shape[-2:]:
+            raise ValueError(f"{self.images[i]} is {image.shape[-1]}x{image.shape[-2]} but its label {self.targets[i]} is "
+                             f"{mask.shape[-1]}x{mask.shape[-2]}: an image and its label must have one size")
         return (image, mask) if self.transforms is None else self.transforms(image, mask)
+
+    def check_sizes(self) -> None:
+        "Check, from the file headers only, that every image has the size of its label; one error lists the ones that do not."
+        from PIL import Image
+        bad = []
+        for img, tgt in zip(self.images, self.targets):
+            with Image.open(img) as a, Image.open(tgt) as b:
+                if a.size != b.size: bad.append(f"{img.name} {a.size[0]}x{a.size[1]} vs {tgt.name} {b.size[0]}x{b.size[1]}")
+        if bad:
+            raise ValueError(f"{len(bad)} of the {len(self)} images of {self!r} differ in size from their labels (e.g. {bad[0]}); "
+                             "an image and its label must have one size")
+
+    def _known_values(self, raw: Tensor, i: int, known: Tensor) -> Tensor:
+        "`raw` label values, after counting those not in `known` and handling them as `unknown_labels` says."
+        unknown = ~torch.isin(raw, known.to(raw.device))
+        n = int(unknown.sum())
+        if n == 0 or self.unknown_labels == "ignore": return raw
+        values = torch.unique(raw[unknown])[:8].tolist()
+        text = (f"{self.targets[i]}: {n} pixels have label values {values} that are not {self.labels.name} label ids "
+                f"(e.g. a 16-bit or colour-mapped label file, or labels of another dataset)")
+        if self.unknown_labels == "error":
+            raise ValueError(text + "; fix the file, or pass dataset_args={'unknown_labels': 'warn'} to treat them as void")
+        warnings.warn(text + f"; they are treated as void ({self.labels.ignore_index})", stacklevel=2)
+        return raw
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}): {len(self)} images"
+
+
+def _unknown_labels(value: str) -> str:
+    if value not in UNKNOWN_LABELS: raise ValueError(f"unknown_labels must be one of {UNKNOWN_LABELS}, got {value!r}")
+    return value
 
 # %% ../../nbs/12_datasets.ipynb #13190009
 CITYSCAPES_LAYOUT = """\
@@ -104,13 +145,15 @@ class CityscapesSegmentation(_SegmentationFiles):
         root: str | Path,  # folder that holds leftImg8bit/ and gtFine/ (see `CITYSCAPES_LAYOUT`)
         split: str = "train",  # "train", "val" or "test" (whose labels are withheld: the masks are void)
         transforms: Callable | None = None,  # joint transform `(image, mask) -> (image, mask)`
+        unknown_labels: str = "error",  # a value that is no Cityscapes labelId: "error", "warn" (void, with the count) or "ignore" (void)
     ):
         self.images, self.targets = _cityscapes_files(root, split)
         self.root, self.split, self.transforms = Path(root), split, transforms
+        self.unknown_labels = _unknown_labels(unknown_labels)
 
     def load_mask(self, i: int) -> tv_tensors.Mask:
         "The `int64` (H, W) train ids of sample `i`, untransformed."
-        return tv_tensors.Mask(cityscapes_train_ids(read_mask(self.targets[i])))
+        return tv_tensors.Mask(cityscapes_train_ids(self._known_values(read_mask(self.targets[i]), i, _CITYSCAPES_IDS)))
 
 # %% ../../nbs/12_datasets.ipynb #13190023
 VOC_LAYOUT = """\
@@ -194,13 +237,16 @@ class VOCSegmentation(_SegmentationFiles):
         split: str = "train",  # "train", "val" or "trainval"
         transforms: Callable | None = None,  # joint transform `(image, mask) -> (image, mask)`
         augmented: bool | None = None,  # train on SBD's train_aug: None when present, True required, False never
+        unknown_labels: str = "error",  # a value that is no class index nor 255: "error", "warn" (void, with the count) or "ignore"
     ):
         self.images, self.targets, self.augmented = _voc_files(root, split, augmented)
         self.root, self.split, self.transforms = Path(root), split, transforms
+        self.unknown_labels = _unknown_labels(unknown_labels)
 
     def load_mask(self, i: int) -> tv_tensors.Mask:
         "The `int64` (H, W) class indices of sample `i` (255 on borders), untransformed."
-        return read_mask(self.targets[i])
+        mask = self._known_values(read_mask(self.targets[i]), i, _VOC_VALUES)
+        return tv_tensors.Mask(mask.masked_fill(~torch.isin(mask, _VOC_VALUES), VOC.ignore_index))
 
     def __repr__(self) -> str: return super().__repr__() + (" (SBD-augmented)" if self.augmented else "")
 

@@ -19,16 +19,28 @@ from torchvision import tv_tensors
 from .labels import CITYSCAPES, CITYSCAPES_TRAINID_TO_ID
 
 # %% auto #0
-__all__ = ['atomic_write_bytes', 'write_image', 'write_mask', 'read_image', 'read_mask', 'cityscapes_paths',
+__all__ = ['stale_temporaries', 'atomic_write_bytes', 'write_image', 'write_mask', 'read_image', 'read_mask', 'cityscapes_paths',
            'write_cityscapes_sample']
 
 # %% ../../nbs/11_io.ipynb #d11c0005
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def stale_temporaries(folder: str | Path) -> list[Path]:
+    "Temporary files that `atomic_write_bytes` leaves in `folder` when the process is killed during a write."
+    return sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     "Write `data` to `path` through a temporary file in the same folder and an atomic rename."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() would give, not mkstemp's private 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

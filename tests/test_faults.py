@@ -1,0 +1,305 @@
+"""Faults and bad input, as a table: each case is a reproduction and the exact outcome it must have (the same weights
+as an uninterrupted run, a one-line error naming the file or setting with exit code 2, nothing lost)."""
+import json
+import os
+import socket
+import stat
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dropclass.data.io as io_module
+import dropclass.train as train_module
+from dropclass.cli import main as cli
+from dropclass.core import DropClass
+from dropclass.data.datasets import CityscapesSegmentation
+from dropclass.data.synthetic import write_synthetic
+from dropclass.train import build_model, config_from, load_checkpoint, load_model, prepare_run, save_checkpoint, train
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at(step):
+    def cb(entry):
+        if entry.get("step") == step: raise Stop()
+    return cb
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def one_line_error(argv, capsys, message):
+    "Run the CLI on argv: exit code 2, one line on stderr that contains `message`, no traceback."
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err and message in err, err
+    return err
+
+
+# ------------------------------------------------------------------------------------------ resume, on every family
+SMALL = {"train_length": 16, "eval_length": 4, "diag_length": 2, "crop_size": (64, 128), "batch_size": 4, "eval_batch_size": 4,
+         "max_iters": 6, "ckpt_every": 2, "log_every": 1, "progress": False}
+FAMILIES = {  # preset, settings: an smp model with dropout and BatchNorm (both methods), and the tiny group-norm net
+    "fpn-dropout-bn-baseline": ("demo-quick", {"method": "baseline"}),
+    "fpn-dropout-bn-dropclass": ("demo-quick", {"method": "dropclass"}),
+    "tiny-dropclass": ("tiny", {"method": "dropclass"}),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_resume_after_a_kill_gives_the_weights_of_an_uninterrupted_run(family, tmp_path):
+    preset, kw = FAMILIES[family]
+    cfg = lambda name: config_from(preset, {**SMALL, **kw, "out_dir": str(tmp_path / name)})
+    if preset == "demo-quick":  # FPN: dropout in the decoder, BatchNorm in the encoder and the decoder
+        modules = [type(m).__name__ for m in build_model(cfg("probe"), 19).modules()]
+        assert "Dropout2d" in modules or "Dropout" in modules and "BatchNorm2d" in modules
+    train(cfg("full"))
+    with pytest.raises(Stop): train(cfg("cut"), callbacks=[stop_at(3)])  # killed after iteration 3: last.pt is at 2
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 2
+    train(cfg("cut"))
+    a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    history = [json.loads(l) for l in (tmp_path / "cut" / "history.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in history if "ce" in e]
+    assert steps == sorted(set(steps)) == list(range(1, 7))  # no step logged twice after the resume
+
+
+def test_a_cached_class_statistics_file_does_not_change_the_model(tmp_path):
+    kw = {**SMALL, "class_weights": "median", "method": "dropclass"}
+    first = prepare_run(config_from("tiny", {**kw, "out_dir": str(tmp_path / "a")}))
+    assert (tmp_path / "a" / "class_stats.json").is_file()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "class_stats.json").write_bytes((tmp_path / "a" / "class_stats.json").read_bytes())
+    cached = prepare_run(config_from("tiny", {**kw, "out_dir": str(tmp_path / "b")}))
+    a, b = first.model.state_dict(), cached.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    images = lambda run: next(run.batches)[0]
+    assert torch.equal(images(first), images(cached))
+
+
+# ----------------------------------------------------------------------------------------- weights that do not fit
+def _resnet_file(tmp_path, name, drop_prefix=None):
+    import torchvision
+    sd = getattr(torchvision.models, name)(weights=None).state_dict()
+    if drop_prefix: sd = {k: v for k, v in sd.items() if not k.startswith(drop_prefix)}
+    path = tmp_path / f"{name}.pth"
+    torch.save(sd, path)
+    return path
+
+
+@pytest.mark.parametrize("source, drop, message", [
+    ("resnet34", None, "tensors of the file are not in it"),  # every resnet18 tensor fits by name and shape: the extra blocks tell
+    ("resnet18", "layer4.1.", "10 of its 100 tensors are missing"),
+])
+def test_encoder_weights_of_another_network_are_refused(source, drop, message, tmp_path):
+    path = _resnet_file(tmp_path, source, drop)
+    with pytest.raises(ValueError, match=message): build_model(config_from(None, {"encoder_weights": str(path), "method": "baseline"}), 19)
+
+
+def test_the_right_encoder_weights_load_every_tensor(tmp_path):
+    path = _resnet_file(tmp_path, "resnet18")
+    model = build_model(config_from(None, {"encoder_weights": str(path), "method": "baseline", "init_std": None}), 19)
+    src = torch.load(path)
+    assert torch.equal(model.encoder.state_dict()["layer4.1.conv2.weight"], src["layer4.1.conv2.weight"])
+
+
+# ------------------------------------------------------------------------------------------------ NaN weights
+def _nan_checkpoint(tmp_path):
+    cfg = config_from("tiny", {**SMALL, "max_iters": 2, "out_dir": str(tmp_path / "run")})
+    train(cfg)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    state["model"] = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_checkpoint(tmp_path / "run" / "nan.pt", {k: v for k, v in state.items() if k != "dropclass_checkpoint"})
+    return tmp_path / "run" / "nan.pt"
+
+
+def test_nan_weights_are_an_error_at_load_and_in_eval(tmp_path, capsys):
+    path = _nan_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="NaN or infinite weights"): load_model(path)
+    one_line_error(["eval", "--checkpoint", str(path)], capsys, "NaN or infinite weights")
+
+
+def test_nan_logits_are_an_error_in_evaluation(tmp_path):
+    from dropclass.metrics import evaluate
+    model = torch.nn.Conv2d(3, 2, 1)
+    with torch.no_grad(): model.weight.fill_(float("nan"))
+    batch = [(torch.randn(1, 3, 4, 4), torch.zeros(1, 4, 4, dtype=torch.long))]
+    with pytest.raises(ValueError, match="NaN or infinite logits"): evaluate(model, batch, 2, progress=False)
+
+
+# ------------------------------------------------------------------------------------------------ label files
+@pytest.fixture
+def cityscapes(tmp_path):
+    root = tmp_path / "cs"
+    for split in ("train", "val"): write_synthetic(root, split, length=2, size=(32, 64), progress=False)
+    return root
+
+
+def _label_file(root, split="val"):
+    return sorted((root / "gtFine" / split).rglob("*_labelIds.png"))[0]
+
+
+def test_a_label_value_that_is_no_label_id_fails_naming_the_file(cityscapes):
+    path = _label_file(cityscapes)
+    mask = np.array(Image.open(path)); mask[0, :5] = 200
+    Image.fromarray(mask).save(path)
+    with pytest.raises(ValueError, match=rf"{path.name}: 5 pixels have label values \[200\]"):
+        CityscapesSegmentation(cityscapes, "val")[0]
+    with pytest.warns(UserWarning, match="5 pixels"):
+        mask = CityscapesSegmentation(cityscapes, "val", unknown_labels="warn")[0][1]
+    assert (mask[0, :5] == 255).all()
+
+
+def test_a_16_bit_label_file_fails(cityscapes):
+    path = _label_file(cityscapes)
+    mask = np.array(Image.open(path)).astype(np.uint16) * 256  # values scaled as a 16-bit export would
+    Image.fromarray(mask).save(path)
+    with pytest.raises(ValueError, match="16-bit"): CityscapesSegmentation(cityscapes, "val")[0]
+
+
+def test_an_image_smaller_than_its_label_fails_before_training(cityscapes, tmp_path, capsys):
+    image = sorted((cityscapes / "leftImg8bit" / "val").rglob("*.png"))[0]
+    Image.open(image).resize((32, 16)).save(image)
+    with pytest.raises(ValueError, match=f"{image.name} is 32x16 but its label"): CityscapesSegmentation(cityscapes, "val")[0]
+    one_line_error(["train", "--config", "tiny", "--set", "dataset=cityscapes", "--set", f"data_root={cityscapes}",
+                    "--set", "eval_splits=", "--set", "train_length=2", "--out", str(tmp_path / "run")], capsys,
+                   f"differ in size from their labels (e.g. {image.name} 32x16")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+# -------------------------------------------------------------------------------- bad input through the CLI: one line
+def _json(tmp_path, value):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(value))
+    return str(path)
+
+
+CLI_CASES = [  # (argv, or a function of tmp_path giving it; the message)
+    (["train", "--config", "tiny", "--set", "alpha=-5"], "alpha must be at least 0"),
+    (["train", "--config", "tiny", "--set", "eval_every=-5"], "eval_every must be at least 0"),
+    (["train", "--config", "tiny", "--set", "iters_per_epoch=0"], "iters_per_epoch must be at least 1"),
+    (["train", "--config", "demo-quick", "--set", "model_args={\"decoder_channels\": 8}"], "FPN does not take: decoder_channels"),
+    (["train", "--config", "demo-quick", "--set", "momentum=0.5"], "momentum applies to optimizer='sgd' only"),
+    (["train", "--config", "tiny", "--set", "poly_power=-1"], "poly_power must be at least 0"),
+    (["train", "--config", "tiny", "--set", "device=tpu"], "device must be"),
+    (["train", "--config", "tiny", "--set", "max_iters=abc"], "max_iters"),
+    (["train", "--config", "tiny", "--set", "encoder_weights=/tmp/w.pth"], "encoder_weights must be None for arch='tiny'"),
+    (["train", "--config", "tiny", "--set", "arch=NoSuchNet"], "FPN, Linknet, MAnet, PAN, PSPNet"),
+    (lambda t: ["train", "--config", _json(t, [1, 2])], "holds a JSON list"),
+    (lambda t: ["train", "--config", _json(t, {"lr": "0.1"})], "lr must be a number; got '0.1'"),
+    (lambda t: ["train", "--config", _json(t, {"alpha": "10"})], "alpha must be a number; got '10'"),
+    (["demo", "--quick", "--set", "method=baseline"], "the demo sets method itself"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CLI_CASES)), ids=[str(c[1])[:40] for c in CLI_CASES])
+def test_bad_settings_are_one_line_with_exit_code_2(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv, message = CLI_CASES[case]
+    one_line_error(argv(tmp_path) if callable(argv) else argv, capsys, message)
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_eval_refuses_settings_of_the_model(tmp_path, capsys):
+    train(config_from("tiny", {**SMALL, "max_iters": 2, "out_dir": str(tmp_path / "run")}))
+    one_line_error(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--set", "arch=FPN"], capsys,
+                   "arch cannot change here")
+
+
+def test_an_empty_checkpoint_is_one_line(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+    one_line_error(["train", "--config", "tiny", "--out", str(tmp_path / "run")], capsys, "is not a readable checkpoint")
+    one_line_error(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt")], capsys, "is empty, truncated, corrupt")
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    argv = ["train", "--config", "tiny", "--set", "train_length=16", "--set", "eval_length=4", "--set", "ckpt_every=2",
+            "--out", str(out), "--quiet"]
+    assert cli(argv + ["--set", "max_iters=2"]) == 0
+    capsys.readouterr()
+    before = (out / "last.pt").read_bytes()
+    real = io_module.atomic_write_bytes
+    def full(path, data):
+        if str(path).endswith(".pt"): raise OSError(28, "No space left on device")
+        return real(path, data)
+    monkeypatch.setattr(train_module, "atomic_write_bytes", full)
+    one_line_error(argv + ["--set", "max_iters=4"], capsys, "No space left on device); the previous checkpoint there is unchanged")
+    assert (out / "last.pt").read_bytes() == before
+
+
+def test_float64_images_into_dropclass_say_what_to_do():
+    model = build_model(config_from("tiny"), 19).eval()
+    with pytest.raises(ValueError, match=r"torch.float64 but the model is torch.float32: convert them with x.to"):
+        model(torch.randn(1, 3, 32, 64, dtype=torch.float64))
+
+
+def test_a_nan_image_stops_training_naming_the_data_and_the_1_based_iteration(tmp_path, monkeypatch):
+    from dropclass.train import SeededAugment
+    real = SeededAugment.__getitem__
+    def poisoned(self, key):
+        image, mask = real(self, key)
+        return image.fill_(float("nan")) if key[1] == 4 else image, mask  # the first sample of iteration 2
+    monkeypatch.setattr(SeededAugment, "__getitem__", poisoned)
+    with pytest.raises(FloatingPointError, match="input images of iteration 2 hold NaN"):
+        train(config_from("tiny", {**SMALL, "out_dir": str(tmp_path / "run")}))
+
+
+# ------------------------------------------------------------------------------------------------ housekeeping
+def test_stale_temporary_files_are_removed_when_a_run_starts(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".last.pt.abc123.tmp").write_bytes(b"x" * 1000)  # a write killed half way
+    train(config_from("tiny", {**SMALL, "max_iters": 2, "out_dir": str(out)}))
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_files_are_written_with_the_usual_mode(tmp_path):
+    old = os.umask(0o022)
+    try: path = io_module.atomic_write_bytes(tmp_path / "f.json", b"{}")
+    finally: os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_final_best_checkpoint_is_the_same_file_as_last(tmp_path):
+    out = tmp_path / "run"
+    metrics = train(config_from("tiny", {**SMALL, "max_iters": 2, "out_dir": str(out)}))
+    assert metrics["best"]["step"] == 2
+    assert os.path.samefile(out / "best.pt", out / "last.pt")
+
+
+def test_rerunning_a_finished_run_says_so(tmp_path, capsys):
+    argv = ["train", "--config", "tiny", "--set", "max_iters=2", "--set", "train_length=16", "--set", "eval_length=4",
+            "--out", str(tmp_path / "run")]
+    assert cli(argv) == 0
+    capsys.readouterr()
+    assert cli(argv) == 0
+    assert "is already trained (2 iterations)" in capsys.readouterr().out
+
+
+def test_eval_prints_n_a_for_a_class_absent_from_the_split(tmp_path, capsys):
+    train(config_from("tiny", {**SMALL, "max_iters": 2, "out_dir": str(tmp_path / "run")}))
+    capsys.readouterr()
+    assert cli(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--set", "eval_length=1", "--quiet"]) == 0
+    per_class = capsys.readouterr().out.splitlines()[1]  # the IoU of every class
+    assert "n/a" in per_class and "nan" not in per_class
+
+
+def test_the_explorer_port_is_free_again_right_after_a_server_stops():
+    from dropclass.app import _check_port
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("localhost", 0)); server.listen(1)
+    port = server.getsockname()[1]
+    client = socket.create_connection(("localhost", port))
+    conn, _ = server.accept()
+    conn.close(); server.close()  # the server side closes first: its port waits in TIME_WAIT
+    client.close()
+    _check_port(port)  # no "port in use"
