@@ -78,7 +78,9 @@ def test_imagenet_weights_errors():
     with pytest.raises(ValueError, match="do not fit"):
         load_imagenet(smp.FPN("resnet18", encoder_weights=None, classes=19), "tu-efficientnet_lite0")
     with pytest.raises(ValueError, match="local checkpoint"):
-        build_model(TrainConfig(arch="tiny", encoder_weights="imagenet"), 19)
+        build_model(TrainConfig(arch="hrnetv2_w18_small_v1", encoder_weights="imagenet"), 19)
+    with pytest.raises(ValueError, match="must be None for arch='tiny'"):
+        TrainConfig(arch="tiny", encoder_weights="imagenet")
 
 
 def test_demo_presets_start_from_imagenet(lite0):
@@ -270,8 +272,8 @@ def test_demo_side_by_side_writes_both_runs_and_the_report(tmp_path):
 
 def test_demo_child_failure_is_reported_with_its_log(tmp_path):
     from dropclass.demo import run_demo
-    with pytest.raises(RuntimeError, match="failed .*train.log"):  # the children fail on a missing weights file, the parent says where
-        run_demo(tmp_path, quick=True, progress=False, overrides=TINY_DEMO + ["class_weights=none", "encoder_weights=/nonexistent.pth"], jobs=2)
+    with pytest.raises(RuntimeError, match="failed .*train.log"):  # the children fail on a bad dataset argument, the parent says where
+        run_demo(tmp_path, quick=True, progress=False, overrides=TINY_DEMO + ["class_weights=none", 'dataset_args={"bogus": 1}'], jobs=2)
 
 
 def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):

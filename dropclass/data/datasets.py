@@ -348,9 +348,12 @@ def open_dataset(
     **kwargs,  # further arguments of the dataset
 ) -> Dataset:
     "`length` samples of a split of the dataset registered as `name`."
-    if dataset_info(name).generated:
-        extra = {"length": length} if length is not None else {}
-        if size is not None: extra["size"] = tuple(size)
-        return get_dataset(name, root, split, transforms, **extra, **kwargs)
-    ds = get_dataset(name, root, split, transforms, **kwargs)
+    try:
+        if dataset_info(name).generated:
+            extra = {"length": length} if length is not None else {}
+            if size is not None: extra["size"] = tuple(size)
+            return get_dataset(name, root, split, transforms, **extra, **kwargs)
+        ds = get_dataset(name, root, split, transforms, **kwargs)
+    except TypeError as e:  # an argument the dataset does not take
+        raise ValueError(f"the {name} dataset does not take these arguments ({e}); check dataset_args") from None
     return ds if length is None or length >= len(ds) else FirstSamples(ds, length)
