@@ -13,7 +13,8 @@ import torch
 from matplotlib.figure import Figure
 
 from .data.io import atomic_write_bytes
-from .data.labels import LabelSet, colorize
+from .data.labels import LabelSet
+from .plotting import label_legend, present_classes, show_labels
 from .data.transforms import denormalize, eval_transforms
 from .tables import comparison_table
 from .core import DropClass
@@ -61,19 +62,22 @@ def iou_figure(results: dict[str, dict], labels: LabelSet, splits: list[str]) ->
 # %% ../nbs/22_demo.ipynb #5ea20008
 @torch.no_grad()
 def predictions_figure(models: dict[str, torch.nn.Module], dataset, indices: list[int], labels: LabelSet, title: str = "") -> Figure:
-    "Image, ground truth and each model's prediction for the scenes `indices` of `dataset` (with eval transforms)."
+    "Image, ground truth and each model's prediction for the scenes `indices` of `dataset` (with eval transforms), with a legend."
     cols = 2 + len(models)
-    fig = Figure(figsize=(2.4 * cols, 1.35 * len(indices) + 0.4))
+    fig = Figure(figsize=(2.4 * cols, 1.35 * len(indices) + 0.9))
     axes = np.array(fig.subplots(len(indices), cols)).reshape(len(indices), cols)
+    maps = []
     for r, i in enumerate(indices):
         image, mask = dataset[i]
-        shown = [denormalize(image).permute(1, 2, 0), colorize(mask, labels)]
-        for m in models.values(): shown.append(colorize(m(image[None]).argmax(1)[0], labels))
-        for c, (ax, im) in enumerate(zip(axes[r], shown)):
-            ax.imshow(im.numpy()); ax.set_xticks([]); ax.set_yticks([])
-            if r == 0: ax.set_title(["image", "ground truth", *models][c], fontsize=8)
+        axes[r, 0].imshow(denormalize(image).permute(1, 2, 0).numpy()); axes[r, 0].set_xticks([]); axes[r, 0].set_yticks([])
+        shown = [mask] + [m(image[None]).argmax(1)[0] for m in models.values()]
+        for ax, m in zip(axes[r, 1:], shown): show_labels(ax, m, labels, legend=False)
+        maps += shown
+        if r == 0:
+            for ax, name in zip(axes[0], ["image", "ground truth", *models]): ax.set_title(name, fontsize=8)
+    label_legend(fig, labels, present_classes(labels, *maps))
     if title: fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return fig
 
 # %% ../nbs/22_demo.ipynb #5ea20010

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from .core import DropClass
 from .data.labels import CITYSCAPES, LabelSet, colorize
+from .plotting import display_labels, label_legend, present_classes
 from .data.transforms import denormalize, eval_transforms
 from .features import class_features
 from .importance import conv1x1_importance, gradcam, importance_scores, region_weights
@@ -251,7 +252,7 @@ def _changed(self: ClassDropExplorer, change):
 def _build_figures(self: ClassDropExplorer):
     blank, C = np.zeros((2, 2, 3), np.uint8), self.labels.num_classes
     self.figures, self.artists = {}, {}
-    fig, (a1, a2) = _figure(2.9, 3.0, 2)
+    fig, (a1, a2) = _figure(2.9, 3.8, 2)
     self.artists["scene"] = (a1.imshow(blank), a2.imshow(blank))
     a1.set_title("image", fontsize=8); a2.set_title("ground truth", fontsize=8)
     self.figures["scene"] = fig
@@ -319,17 +320,20 @@ def _update(self: ClassDropExplorer):
 @patch
 def _draw_scene(self: ClassDropExplorer, st, s, has_drop):
     img, gt = self.artists["scene"]
-    _set_image(img, self.panels["image"]); _set_image(gt, colorize(torch.from_numpy(self.panels["ground_truth"]), self.labels).numpy())
+    _set_image(img, self.panels["image"]); _set_image(gt, colorize(torch.from_numpy(self.panels["ground_truth"]), display_labels(self.labels)).numpy())
+    fig = self.figures["scene"]
+    for old in list(fig.legends): old.remove()
+    label_legend(fig, self.labels, present_classes(self.labels, self.panels["ground_truth"], s.prediction))
 
 
 @patch
 def _draw_prediction(self: ClassDropExplorer, st, s, has_drop):
-    _set_image(self.artists["prediction"], colorize(torch.from_numpy(s.prediction), self.labels).numpy())
+    _set_image(self.artists["prediction"], colorize(torch.from_numpy(s.prediction), display_labels(self.labels)).numpy())
 
 
 @patch
 def _draw_drop(self: ClassDropExplorer, st, s, has_drop):
-    shown = colorize(torch.from_numpy(s.drop_prediction), self.labels).numpy() if has_drop else np.full_like(self.panels["image"], 235)
+    shown = colorize(torch.from_numpy(s.drop_prediction), display_labels(self.labels)).numpy() if has_drop else np.full_like(self.panels["image"], 235)
     _set_image(self.artists["drop"], shown)
     self.drop_note.set_visible(not has_drop)
 

@@ -1,0 +1,63 @@
+"""The notebooks as teaching material: committed executed, exercises with solutions, no headings hidden in code cells,
+every label map drawn through the shared helper (display palette and legend)."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NBS = Path(__file__).parent.parent / "nbs"
+NOTEBOOKS = sorted(NBS.glob("*.ipynb")) + sorted((NBS / "tutorials").glob("*.ipynb"))
+WITH_EXERCISES = ["00_walkthrough", "01_importance", "02_class_features", "03_losses", "04_adapters", "05_dropclass"]
+
+
+def cells(path, kind=None):
+    return [c for c in json.loads(path.read_text())["cells"] if kind is None or c["cell_type"] == kind]
+
+
+def source(cell): return "".join(cell["source"])
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) > 30
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_with_outputs(path):
+    assert any(c.get("outputs") for c in cells(path, "code")), f"{path.name} is committed without any output: run it"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_markdown_heading_inside_a_code_cell(path):
+    bad = [(c["id"], line) for c in cells(path, "code") for line in source(c).splitlines()
+           if re.match(r"\s*#+\s*#{1,6}\s+\S", line) or re.match(r"#{2,6}\s+\S", line)]
+    assert not bad, f"{path.name}: headings written as comments in code cells (make them markdown cells): {bad[:3]}"
+
+
+@pytest.mark.parametrize("name", WITH_EXERCISES)
+def test_exercises_with_checks_and_solutions(name):
+    path = NBS / f"{name}.ipynb"
+    md = [source(c) for c in cells(path, "markdown")]
+    exercises = [s for s in md if s.lstrip().startswith("**Exercise")]
+    assert len(exercises) >= 3, f"{name} has {len(exercises)} exercises"
+    assert any(s.lstrip().startswith("## Solutions") for s in md), f"{name} has no solutions section"
+    checks = [c for c in cells(path, "code") if "check(" in source(c) and c.get("outputs")]
+    assert len(checks) >= 2, f"{name}: fewer than two executed exercise checks"
+
+
+def _colorize_lines():
+    files = [p for p in (NBS.parent / "dropclass").rglob("*.py") if p.name not in ("plotting.py", "labels.py", "_modidx.py")]
+    for p in files:
+        for k, line in enumerate(p.read_text().splitlines(), 1): yield f"{p.name}:{k}", line
+    for nb in NOTEBOOKS:
+        if nb.stem in ("10_labels", "17_plotting"): continue  # where colorize and the helper are defined and tested
+        for c in cells(nb, "code"):
+            for line in source(c).splitlines(): yield f"{nb.name}:{c['id']}", line
+
+
+def test_label_maps_are_drawn_with_the_display_palette_and_a_legend():
+    "colorize appears only inside the shared helper (show_labels adds the legend), in the display palette, or to make an image."
+    bad = [(where, line.strip()) for where, line in _colorize_lines()
+           if "colorize(" in line and "display_labels(" not in line and "# an image made from labels" not in line]
+    assert not bad, f"label maps drawn without the shared helper: {bad[:5]}"
+    assert any("show_labels(" in line for _, line in _colorize_lines())  # the helper is what draws them
