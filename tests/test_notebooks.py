@@ -62,3 +62,22 @@ def test_label_maps_are_drawn_with_the_display_palette_and_a_legend():
            if "colorize(" in line and "display_labels(" not in line and "# an image made from labels" not in line]
     assert not bad, f"label maps drawn without the shared helper: {bad[:5]}"
     assert any("show_labels(" in line for _, line in _colorize_lines())  # the helper is what draws them
+
+
+ANALYSIS = ["30_bias", "31_correlation", "32_gradcam", "33_ablations"]
+SKIPPED = ("#| export", "#| exporti", "#| hide", "#| eval: false", "#| notest", "#| gpu", "#| slow", "#| default_exp")
+
+
+def _only_checks(text: str) -> bool:
+    "A cell of definitions, imports and checks only: nothing to show."
+    lines = [l for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
+    starts = ("test_", "assert ", "np.testing.", "def ", "import ", "from ", "    ", "class ", "@", ")", "]")
+    return all(l.startswith(starts) for l in lines)
+
+
+@pytest.mark.parametrize("name", ANALYSIS)
+def test_analysis_notebooks_show_what_they_compute(name):
+    "Every executed cell of an analysis notebook that computes something shows a result (a printed number or a figure)."
+    silent = [c["id"] for c in cells(NBS / f"{name}.ipynb", "code")
+              if not any(s in source(c) for s in SKIPPED) and not c.get("outputs") and not _only_checks(source(c))]
+    assert not silent, f"{name}: cells that compute without showing anything: {silent}"
