@@ -16,7 +16,7 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'check_labels', 'upsample_logits', 'unwrap', 'logits_of', 'device_of', 'evaluating', 'Option',
-           'setting', 'check_type', 'check_value']
+           'setting', 'check_type']
 
 # %% ../nbs/09_conventions.ipynb #c0a10006
 IGNORE_INDEX = 255  # the default label value of unlabelled pixels (Cityscapes trainIds, Pascal VOC borders)
@@ -154,9 +154,3 @@ def check_type(name: str, value, kind: str):
         if len(parts) != len(value): raise ValueError(f"{name} must have {len(parts)} elements ({kind}); got {value!r}")
         return tuple(check_type(f"{name}[{i}]", v, p) for i, (v, p) in enumerate(zip(value, parts)))
     raise TypeError(f"check_type does not know the annotation {kind!r} of {name}")
-
-
-def check_value(name: str, value, option: Option, kind: str | None = None):
-    "`value` of the setting `name`, checked against its annotation `kind` (if given) and its `option`."
-    if kind is not None: value = check_type(name, value, kind)
-    return option.check(name, value)

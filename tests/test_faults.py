@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _shared import Stop, stop_at, weights
 import dropclass.data.io as io_module
 import dropclass.train as train_module
 from dropclass.cli import main as cli
@@ -18,20 +19,6 @@ from dropclass.core import DropClass
 from dropclass.data.datasets import CityscapesSegmentation
 from dropclass.data.synthetic import write_synthetic
 from dropclass.train import build_model, config_from, load_checkpoint, load_model, prepare_run, save_checkpoint, train
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_at(step):
-    def cb(entry):
-        if entry.get("step") == step: raise Stop()
-    return cb
-
-
-def weights(path):
-    return load_checkpoint(path)["model"]
 
 
 def one_line_error(argv, capsys, message):

@@ -13,15 +13,9 @@ from dropclass.data.labels import CITYSCAPES, VOC
 from dropclass.metrics import (ConfusionMatrix, class_accuracy, class_stats, confusion_matrix, evaluate, iou_per_class,
                                mean_class_accuracy, miou, miou_dagger, pixel_accuracy, rare_classes)
 
+from _shared import random_batch
+
 NAN = float("nan")
-
-
-def random_batch(B=3, C=5, H=17, W=23, ignore=0.2, seed=0):
-    "Random labels with a share of ignored pixels, and random class predictions."
-    g = torch.Generator().manual_seed(seed)
-    target = torch.randint(0, C, (B, H, W), generator=g)
-    target[torch.rand(B, H, W, generator=g) < ignore] = 255
-    return torch.randint(0, C, (B, H, W), generator=g), target
 
 
 # ---------------------------------------------------------------------------------------------------- confusion matrix

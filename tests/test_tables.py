@@ -12,15 +12,9 @@ from dropclass.data.labels import CITYSCAPES, VOC, LabelSet
 from dropclass.metrics import ConfusionMatrix
 from dropclass.tables import PAPER_TABLE1, ComparisonTable, comparison_table, paper_results
 
+from _shared import random_batch
+
 NAN = float("nan")
-
-
-def random_batch(B=3, C=5, H=17, W=23, ignore=0.2, seed=0):
-    "Random labels with a share of ignored pixels, and random class predictions."
-    g = torch.Generator().manual_seed(seed)
-    target = torch.randint(0, C, (B, H, W), generator=g)
-    target[torch.rand(B, H, W, generator=g) < ignore] = 255
-    return torch.randint(0, C, (B, H, W), generator=g), target
 
 
 # ---------------------------------------------------------------------------------------------------------- the report

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _shared import Stop, stop_at, weights
 from dropclass.cli import main as cli
 from dropclass.train import TrainConfig, config_from, load_checkpoint, load_model, train
 
@@ -18,22 +19,10 @@ def tiny(out, **kw):
     return config_from("tiny", {"out_dir": str(out), **kw})
 
 
-def weights(path):
-    return load_checkpoint(path)["model"]
-
-
 def same(a, b, atol=0.0):
     return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0) for k in a)
 
 
-class Stop(Exception):
-    pass
-
-
-def stop_at(step):
-    def cb(entry):
-        if entry.get("step") == step: raise Stop()
-    return cb
 
 
 def test_config_json_file_and_overrides(tmp_path):
