@@ -102,6 +102,8 @@ def _train(args) -> int:
                  + ([f"data_root={args.data_root}"] if args.data_root else []))
     cfg = config_from(args.config, overrides)
     metrics = train(cfg)
+    import torch.distributed as dist
+    if dist.is_initialized(): dist.destroy_process_group()  # under torchrun: let gloo and NCCL shut down cleanly
     for split, m in metrics.get("splits", {}).items():
         print(f"{split}: mIoU {100 * m['miou']:.1f}  mIoU-dagger {100 * m['miou_dagger']:.1f}  pixel accuracy {100 * m['pixel_accuracy']:.1f}")
     print(f"run folder: {cfg.out_dir}")

@@ -125,6 +125,8 @@ def test_two_process_ddp_matches_one_process_with_twice_the_batch(tmp_path):
         import json, sys
         from dropclass.train import config_from, train
         train(config_from("tiny", json.loads(sys.argv[1])))
+        import torch.distributed as dist
+        if dist.is_initialized(): dist.destroy_process_group()  # a clean exit of gloo's threads
     """))
     common = {"optimizer": "sgd", "lr": 0.05, "max_iters": 4, "ckpt_every": 4, "p_max": 1.0, "iters_per_epoch": 1}
     single = {**common, "batch_size": 4, "out_dir": str(tmp_path / "single")}
@@ -159,6 +161,8 @@ def test_two_process_ddp_with_batch_norm_matches_one_process_with_twice_the_batc
         import json, sys
         from dropclass.train import config_from, train
         train(config_from(None, json.loads(sys.argv[1])))
+        import torch.distributed as dist
+        if dist.is_initialized(): dist.destroy_process_group()  # a clean exit of gloo's threads
     """))
     common = {"method": "dropclass", "arch": "FPN", "encoder": "resnet18", "init_std": None, "optimizer": "sgd", "lr": 0.001,
               "model_args": {"decoder_dropout": 0.0, "decoder_segmentation_channels": 32}, "crop_size": [64, 128],
