@@ -104,8 +104,9 @@ class LiveLoss:
         self.ax.clear()
         for name, log in self.logs.items():
             for k in self.keys:
-                if log and k in log[0]: self.ax.plot([e["step"] for e in log], [e[k] for e in log], label=f"{name}: {k}")
-        self.ax.set_yscale("log"); self.ax.set_xlabel("iteration")
+                points = [(e["step"], e[k]) for e in log if k in e and e[k] > 0]  # a log axis cannot show zeros
+                if points: self.ax.plot(*zip(*points), label=f"{name}: {k}")
+        self.ax.set_yscale("log"); self.ax.set_xlabel("iteration"); self.ax.set_ylabel("loss (log scale)")
         if any(self.logs.values()): self.ax.legend(fontsize=7)
         if self.handle is not None: self.handle.update(self.fig)
 

@@ -12,7 +12,7 @@ from torch import Tensor
 from .importance import conv1x1_importance
 
 # %% auto #0
-__all__ = ['AVERAGES', 'class_features', 'sample_drop', 'keep_mask', 'drop_average', 'SignedScale', 'dropped_features']
+__all__ = ['AVERAGES', 'class_features', 'sample_drop', 'keep_mask', 'drop_average', 'dropped_features', 'SignedScale']
 
 # %% ../nbs/02_class_features.ipynb #532a0005
 def class_features(
@@ -67,6 +67,26 @@ def drop_average(
     keep = keep_mask(C, z, Ac.device, Ac.dtype)
     return torch.einsum("bckhw,c->bkhw", Ac, keep) / _denominator(C, z, average)
 
+# %% ../nbs/02_class_features.ipynb #532a0019
+def dropped_features(
+    A: Tensor,  # (B, K, h1, w1) feature map
+    weight: Tensor,  # (C, K) or (C, K, 1, 1) weight of the 1x1 classifier: the channel part of S^c
+    z: int | None = None,  # dropped class, or None to keep every class
+    average: str = "kept",  # "kept": divide by the number of kept classes (official); "all": by |C| (paper)
+    m: Tensor | None = None,  # (B, C, h1, w1) non-negative pixel factor of S^c (see `upsample_adjoint`); None: 1
+) -> Tensor:  # (B, K, h1, w1) A'_drop, as `drop_average(class_features(A, S), z)` with S^c = m^c W_c
+    "Eq. 2-4 in closed form for a 1x1 classifier: $A'_{drop}$ without building the $|C|$ class-specific maps."
+    if weight.ndim == 4: weight = weight[:, :, 0, 0]
+    C = weight.shape[0]
+    keep = keep_mask(C, z, weight.device, weight.dtype) / _denominator(C, z, average)  # (C,) 1[c != z] / n
+    pos, neg = F.relu(weight), F.relu(-weight)  # (C, K) each
+    if m is None:
+        P, Q = (keep @ pos)[:, None, None], (keep @ neg)[:, None, None]  # (K, 1, 1)
+    else:
+        mk = m * keep[:, None, None]  # (B, C, h1, w1)
+        P, Q = torch.einsum("bchw,ck->bkhw", mk, pos), torch.einsum("bchw,ck->bkhw", mk, neg)  # (B, K, h1, w1)
+    return SignedScale.apply(A, P, Q)  # = ReLU(A) P + ReLU(-A) Q
+
 # %% ../nbs/02_class_features.ipynb #532a0016
 def _signed_factor(A, P, Q):
     "G = P where A > 0, -Q where A < 0, 0 where A == 0."
@@ -89,23 +109,3 @@ class SignedScale(torch.autograd.Function):
         gP = (grad * F.relu(A)).sum_to_size(P.shape) if ctx.needs_input_grad[1] else None
         gQ = (grad * F.relu(-A)).sum_to_size(Q.shape) if ctx.needs_input_grad[2] else None
         return gA, gP, gQ
-
-# %% ../nbs/02_class_features.ipynb #532a0019
-def dropped_features(
-    A: Tensor,  # (B, K, h1, w1) feature map
-    weight: Tensor,  # (C, K) or (C, K, 1, 1) weight of the 1x1 classifier: the channel part of S^c
-    z: int | None = None,  # dropped class, or None to keep every class
-    average: str = "kept",  # "kept": divide by the number of kept classes (official); "all": by |C| (paper)
-    m: Tensor | None = None,  # (B, C, h1, w1) non-negative pixel factor of S^c (see `upsample_adjoint`); None: 1
-) -> Tensor:  # (B, K, h1, w1) A'_drop, as `drop_average(class_features(A, S), z)` with S^c = m^c W_c
-    "Eq. 2-4 in closed form for a 1x1 classifier: $A'_{drop}$ without building the $|C|$ class-specific maps."
-    if weight.ndim == 4: weight = weight[:, :, 0, 0]
-    C = weight.shape[0]
-    keep = keep_mask(C, z, weight.device, weight.dtype) / _denominator(C, z, average)  # (C,) 1[c != z] / n
-    pos, neg = F.relu(weight), F.relu(-weight)  # (C, K) each
-    if m is None:
-        P, Q = (keep @ pos)[:, None, None], (keep @ neg)[:, None, None]  # (K, 1, 1)
-    else:
-        mk = m * keep[:, None, None]  # (B, C, h1, w1)
-        P, Q = torch.einsum("bchw,ck->bkhw", mk, pos), torch.einsum("bchw,ck->bkhw", mk, neg)  # (B, K, h1, w1)
-    return SignedScale.apply(A, P, Q)  # = ReLU(A) P + ReLU(-A) Q

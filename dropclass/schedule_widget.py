@@ -57,10 +57,10 @@ class ScheduleExplorer:
         fig = Figure(figsize=(9, 2.8))
         a1, a2 = fig.subplots(1, 2)
         a1.plot(c["iteration"], c["lambda"], label=r"$\lambda$"); a1.plot(c["iteration"], c["p"], "--", label="p")
-        a1.set_xlabel("iteration"); a1.set_title("schedules"); a1.legend()
+        a1.set_xlabel("iteration"); a1.set_ylabel("value"); a1.set_title("schedules"); a1.legend()
         a2.stackplot(c["iteration"], c["ce"], c["ce_drop"], c["sup"],
                      labels=[r"$(1-\lambda) L_{CE}$", r"$\lambda L_{CE\_drop}$", r"$p\,\alpha L_{sup}$"])
-        a2.set_xlabel("iteration"); a2.set_title(r"expected $L_{total}$"); a2.legend(fontsize=7, loc="upper left")
+        a2.set_xlabel("iteration"); a2.set_ylabel("loss (stacked parts)"); a2.set_title(r"expected $L_{total}$"); a2.legend(fontsize=7, loc="upper left")
         fig.tight_layout()
         return fig
 

@@ -81,3 +81,24 @@ def test_analysis_notebooks_show_what_they_compute(name):
     silent = [c["id"] for c in cells(NBS / f"{name}.ipynb", "code")
               if not any(s in source(c) for s in SKIPPED) and not c.get("outputs") and not _only_checks(source(c))]
     assert not silent, f"{name}: cells that compute without showing anything: {silent}"
+
+
+ENGINEERING = {  # derivation notebook -> what marks engineering detail that belongs in its appendices
+    "01_importance": ["is_grads_batched", "_loop_reference("],
+    "02_class_features": ["torch.autograd.Function", "gradcheck(", "SignedScale"],
+    "03_losses": ["torch.autograd.Function", "distributed data parallel", "Explorer(", "## Checking labels"],
+}
+
+
+@pytest.mark.parametrize("name", list(ENGINEERING))
+def test_engineering_detail_sits_in_marked_appendices(name):
+    "The derivation reads straight: custom autograd, distributed training, label checks and widgets come after the solutions."
+    nb = cells(NBS / f"{name}.ipynb")
+    heads = [i for i, c in enumerate(nb) if c["cell_type"] == "markdown" and source(c).lstrip().startswith("## Appendix")]
+    solutions = [i for i, c in enumerate(nb) if source(c).lstrip().startswith("## Solutions")]
+    assert heads and solutions and min(heads) > solutions[0], f"{name}: no '## Appendix' section after the solutions"
+    def engineering(c, marker):  # the library's own functions may use it; a custom autograd function is itself detail
+        exported = source(c).lstrip().startswith("#| export")
+        return marker in source(c) and (not exported or marker == "torch.autograd.Function")
+    early = [(c["id"], marker) for c in nb[:min(heads)] for marker in ENGINEERING[name] if engineering(c, marker)]
+    assert not early, f"{name}: engineering detail before the appendices: {early}"
