@@ -5,6 +5,8 @@
 # %% ../nbs/34_explorer.ipynb #20140002
 from __future__ import annotations
 
+import asyncio
+import base64
 import html
 import io
 import json
@@ -23,36 +25,55 @@ from torch import Tensor
 
 from .core import DropClass
 from .data.labels import CITYSCAPES, LabelSet, colorize
-from .plotting import display_labels, label_legend, present_classes
+from .plotting import display_labels, present_classes
 from .data.transforms import denormalize, eval_transforms
-from .features import class_features
-from .importance import conv1x1_importance, gradcam, importance_scores, region_weights
+from .importance import gradcam, importance_scores, region_weights
 from .conventions import upsample_logits
 
 # %% auto #0
-__all__ = ['PANELS', 'ExploreState', 'explore_state', 'as_dropclass', 'ClassDropExplorer', 'explorer_dataset']
+__all__ = ['DPI', 'PANELS', 'ExploreState', 'explore_state', 'as_dropclass', 'ClassDropExplorer', 'explorer_dataset']
 
 # %% ../nbs/34_explorer.ipynb #20140006
 class ExploreState(NamedTuple):
     "What the explorer shows for one image, dropped class and inspected class, as NumPy arrays (see `explore_state`)."
-    prediction: np.ndarray  # (H, W) int64, argmax of the model's own logits h(A)
-    kept_prediction: np.ndarray  # (H, W) int64, argmax of the drop branch with nothing dropped
+    output_prediction: np.ndarray  # (H, W) int64, what the model predicts at inference, nothing dropped (see `output`)
     drop_prediction: np.ndarray  # (H, W) int64, argmax of the drop branch with class `dropped` dropped
+    prediction: np.ndarray  # (H, W) int64, argmax of h(A): the model's own 1x1 classifier on its features
+    kept_prediction: np.ndarray  # (H, W) int64, argmax of the drop branch with nothing dropped
+    output: str  # which branch `output_prediction` is: "drop" (a DropClass model's inference) or "plain" (h(A))
     plain_logits: np.ndarray  # (C,) mean over the image of h(A)
     plain_probs: np.ndarray  # (C,) mean over the image of softmax(h(A))
     kept_logits: np.ndarray  # (C,) the same for the drop branch with nothing dropped
     kept_probs: np.ndarray  # (C,)
     drop_logits: np.ndarray  # (C,) the same for the drop branch with `dropped` dropped
     drop_probs: np.ndarray  # (C,)
+    region: np.ndarray | None  # (H, W) bool, the pixels of `dropped`: in the ground truth or predicted before the drop
+    before_logits: np.ndarray  # (C,) mean logits of the output over `region` (over the image when nothing is dropped)
+    before_probs: np.ndarray  # (C,) mean probabilities of the output over the same pixels
+    after_logits: np.ndarray  # (C,) mean logits of the drop branch with `dropped` dropped over `region` (NaN if it is empty)
+    after_probs: np.ndarray  # (C,)
+    still_predicted: float | None  # share of the pixels the output predicts as `dropped` that the drop branch still does
+    logit_range: tuple[float, float]  # smallest and largest logit of the output over the image
     class_map: np.ndarray  # (h1, w1) A^c of the inspected class summed over channels (Eq. 2, S^c = W_c)
+    class_map_relative: np.ndarray  # (h1, w1) class_map minus its mean over all classes: where class c stands out
     gradcam: np.ndarray  # (h1, w1) Grad-CAM of the inspected class (Eq. 1 over all pixels)
     dropped: int | None  # the dropped class z, or None
     inspected: int  # the inspected class c
 
 # %% ../nbs/34_explorer.ipynb #20140008
-def _means(logits: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    "Per-class mean over the image of (1, C, H, W) logits and of their softmax probabilities."
-    return logits.mean((0, 2, 3)).numpy(), logits.softmax(1).mean((0, 2, 3)).numpy()
+def _means(logits: Tensor, where: Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+    "Per-class mean of (1, C, H, W) logits and of their softmax over the pixels `where` (H, W) (default: all); NaN if none."
+    probs = logits.softmax(1)
+    if where is None: return logits.mean((0, 2, 3)).numpy(), probs.mean((0, 2, 3)).numpy()
+    if not where.any(): return np.full(logits.shape[1], np.nan, np.float32), np.full(logits.shape[1], np.nan, np.float32)
+    return logits[0][:, where].mean(1).numpy(), probs[0][:, where].mean(1).numpy()
+
+
+def _class_sums(A: Tensor, weight: Tensor) -> Tensor:
+    "Every class's A^c = ReLU(A * W_c) summed over channels, (C, h1, w1), in closed form: no (C, K, h1, w1) tensor."
+    W = weight.reshape(weight.shape[0], -1)  # (C, K)
+    return (torch.einsum("khw,ck->chw", A[0].clamp(min=0), W.clamp(min=0))
+            + torch.einsum("khw,ck->chw", (-A[0]).clamp(min=0), (-W).clamp(min=0)))
 
 
 def explore_state(
@@ -61,8 +82,9 @@ def explore_state(
     z: int | str | None = None,  # class to drop (id, or name with `labels`), or None to drop nothing
     inspect: int | str = 0,  # class whose A^c and Grad-CAM to compute
     labels: LabelSet | None = None,  # class names, to give `z` and `inspect` by name
+    mask: Tensor | np.ndarray | None = None,  # (H, W) ground truth: its pixels of z join the region of the bars
 ) -> ExploreState:
-    "Predictions, mean logits and probabilities with class `z` dropped or not, and $A^c$ and Grad-CAM of class `inspect`."
+    "Predictions, logits and probabilities with class `z` dropped or not, where z was, and $A^c$ and Grad-CAM of class `inspect`."
     if not isinstance(model, DropClass): raise TypeError(f"explore_state needs a DropClass-wrapped model, got {type(model).__name__}; wrap it: DropClass(model, inference='plain')")
     if model.training: raise ValueError("the model is in training mode (batch statistics, a random dropped class): call model.eval() first")
     C = model.num_classes
@@ -76,23 +98,41 @@ def explore_state(
         z, c = None if z is None else int(z), int(inspect)
     x = image[None] if image.ndim == 3 else image
     if x.ndim != 4 or x.shape[0] != 1: raise ValueError(f"expected one image of shape (3, H, W), got {tuple(image.shape)}")
-    x = x.to(next(model.parameters()).device, torch.float32)
     size = x.shape[-2:]
+    if mask is not None:
+        mask = torch.as_tensor(mask)
+        if tuple(mask.shape) != tuple(size): raise ValueError(f"the mask has shape {tuple(mask.shape)}, the image {tuple(size)}; give the image's (H, W) labels")
+    x = x.to(next(model.parameters()).device, torch.float32)
     up = lambda logits: upsample_logits(logits, size)  # (1, C, H', W') at the model's output size -> (1, C, H, W)
     with torch.no_grad():
         A = model.features(x)  # (1, K, h1, w1)
         plain = up(model.head(A, x, "plain"))  # (1, C, H, W)
         kept = up(model.head(A, x, "drop"))
         drop = kept if z is None else up(model.head(A, x, "drop", z))
-        S = conv1x1_importance(model.classifier.weight)[:, c:c + 1]  # (1, 1, K, 1, 1): S^c = W_c
-        class_map = class_features(A, S)[0, 0].sum(0)  # (h1, w1)
+        sums = _class_sums(A, model.classifier.weight)  # (C, h1, w1)
     head = lambda a: up(model.head(a, x, "plain"))[:, c:c + 1]  # A -> (1, 1, H, W), the logits of class c only
     weights = region_weights(torch.zeros(1, *size, dtype=torch.long, device=x.device), 1, "all")  # (1, 1, H, W)
     cam = gradcam(A, importance_scores(A, head, weights))[0, 0].detach()  # (h1, w1)
     cpu = lambda t: t.detach().float().cpu()
-    plain, kept, drop = cpu(plain), cpu(kept), cpu(drop)
-    return ExploreState(plain.argmax(1)[0].numpy(), kept.argmax(1)[0].numpy(), drop.argmax(1)[0].numpy(),
-                        *_means(plain), *_means(kept), *_means(drop), cpu(class_map).numpy(), cpu(cam).numpy(), z, c)
+    plain, kept, drop, sums = cpu(plain), cpu(kept), cpu(drop), cpu(sums)
+    output = "drop" if model.inference == "drop" else "plain"
+    out = kept if output == "drop" else plain
+    out_pred = out.argmax(1)[0]
+    region, still = None, None
+    if z is not None:
+        region = out_pred == z
+        if mask is not None: region = region | (mask.cpu() == z)
+        predicted = out_pred == z
+        if predicted.any(): still = float((drop.argmax(1)[0][predicted] == z).float().mean())
+    before, after = _means(out, region), _means(drop, region)
+    return ExploreState(
+        output_prediction=out_pred.numpy(), drop_prediction=drop.argmax(1)[0].numpy(), prediction=plain.argmax(1)[0].numpy(),
+        kept_prediction=kept.argmax(1)[0].numpy(), output=output, plain_logits=_means(plain)[0], plain_probs=_means(plain)[1],
+        kept_logits=_means(kept)[0], kept_probs=_means(kept)[1], drop_logits=_means(drop)[0], drop_probs=_means(drop)[1],
+        region=None if region is None else region.numpy(), before_logits=before[0], before_probs=before[1],
+        after_logits=after[0], after_probs=after[1], still_predicted=still,
+        logit_range=(float(out.min()), float(out.max())), class_map=sums[c].numpy(),
+        class_map_relative=(sums[c] - sums.mean(0)).numpy(), gradcam=cpu(cam).numpy(), dropped=z, inspected=c)
 
 # %% ../nbs/34_explorer.ipynb #20140016
 def as_dropclass(model: nn.Module) -> tuple[DropClass, bool]:
@@ -101,6 +141,9 @@ def as_dropclass(model: nn.Module) -> tuple[DropClass, bool]:
     return DropClass(model, inference="plain").to(next(model.parameters()).device).eval(), False
 
 # %% ../nbs/34_explorer.ipynb #20140018
+DPI = 200  # figures are drawn at twice their display size, sharp on HiDPI screens
+
+
 def _png(fig: Figure) -> bytes:
     "Draw the figure and return it as PNG bytes."
     buf = io.BytesIO()
@@ -108,9 +151,16 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _img_html(png: bytes, css: str, alt: str) -> str:
+    "An <img> of PNG bytes that fills its panel's width, with a class for tests and alt text for screen readers."
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<img class="{css}" alt="{html.escape(alt, quote=True)}" src="data:image/png;base64,{data}" '
+            'style="width:100%; height:auto; display:block">')
+
+
 def _figure(w: float, h: float, n: int = 1, ticks: bool = False, **kw) -> tuple[Figure, list]:
-    "An Agg figure of `n` stacked axes (without ticks, for images)."
-    fig = Figure(figsize=(w, h), dpi=100, layout="constrained")
+    "An Agg figure of `n` stacked axes (without ticks, for images), `w` x `h` inches shown at 100 px per inch."
+    fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(n, 1, **kw)).tolist()
     if not ticks:
@@ -126,16 +176,33 @@ def _set_image(im, data: np.ndarray, size: tuple[int, int] | None = None):
     im.axes.set_xlim(-0.5, W - 0.5); im.axes.set_ylim(H - 0.5, -0.5)
 
 
-def _overlay_axes(ax, title: str, cmap: str = "inferno"):
-    "Axes for a gray image with a heat map over it; returns the two AxesImages."
+def _overlay_axes(ax, cmap: str, label: str):
+    "Axes for a gray image with a heat map over it and a colour bar named `label`; returns the two AxesImages."
     base = ax.imshow(np.zeros((2, 2)), cmap="gray", vmin=0, vmax=1)
-    top = ax.imshow(np.zeros((2, 2)), cmap=cmap, alpha=0.6, interpolation="bilinear")
-    ax.set_title(title, fontsize=8)
+    top = ax.imshow(np.zeros((2, 2)), cmap=cmap, alpha=0.65, interpolation="bilinear")
+    bar = ax.figure.colorbar(top, ax=ax, fraction=0.05, pad=0.02)
+    bar.set_label(label, fontsize=6); bar.ax.tick_params(labelsize=6)
     return base, top
 
+
+def _faded(image: np.ndarray) -> np.ndarray:
+    "An RGB uint8 image turned gray and pale: the background of a map of changed pixels."
+    gray = image.mean(-1, keepdims=True)
+    return (0.35 * gray + 0.65 * 255).repeat(3, -1).astype(np.uint8)
+
 # %% ../nbs/34_explorer.ipynb #20140020
-PANELS = ("scene", "prediction", "drop", "bars", "class_map", "gradcam")  # the figures, in reading order
+PANELS = ("scene", "output", "drop", "changed", "bars", "plain", "class_map", "gradcam")  # the figures, in reading order
 _KEEP = object()  # "leave this control as it is" in `ClassDropExplorer.set`
+_CSS = """<style>
+.dropclass-explorer .dropclass-title { font-weight: 600; font-size: 13px; line-height: 1.3; }
+.dropclass-explorer .dropclass-sub { color: #555; font-size: 11px; line-height: 1.3; }
+.dropclass-explorer .dropclass-caption { font-size: 12px; line-height: 1.35; }
+.dropclass-explorer .dropclass-swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #444;
+  vertical-align: -2px; margin-right: 4px; }
+.dropclass-explorer .dropclass-legend span.item { display: inline-block; margin: 0 14px 2px 0; font-size: 12px; white-space: nowrap; }
+.dropclass-explorer .dropclass-readout { font-size: 13px; line-height: 1.4; padding: 6px 10px; background: #f4f6fa;
+  border-left: 4px solid #4c72b0; }
+</style>"""
 
 
 class ClassDropExplorer:
@@ -149,6 +216,8 @@ class ClassDropExplorer:
         image: int = 0,  # the first image shown
         drop: int | str | None = None,  # the first class dropped (None: nothing)
         inspect: int | str | None = None,  # the first class inspected (default: car, if there is one)
+        model: str | None = None,  # the first model shown (default: the first with a drop branch)
+        settle: float = 0.15,  # seconds without a new change before a change from the page is drawn
     ):
         if not models: raise ValueError("give at least one model: ClassDropExplorer({'DropClass': model}, dataset)")
         if len(dataset) == 0: raise ValueError("the dataset is empty")
@@ -160,35 +229,49 @@ class ClassDropExplorer:
             if wrapped.num_classes != self.labels.num_classes:
                 raise ValueError(f"model {name!r} predicts {wrapped.num_classes} classes, the labels have {self.labels.num_classes}")
             self.models[name] = (wrapped, has_drop)
+        if model is None: model = next((n for n, (_, d) in self.models.items() if d), next(iter(self.models)))
         names = list(self.labels.classes)
         if inspect is None: inspect = "car" if "car" in names else 0
         self.result: ExploreState | None = None  # the last computed state
         self.panels: dict[str, np.ndarray | None] = {}  # the arrays on show
         self.error: str | None = None  # the last error of an update, also shown in `self.log`
-        self._sample_cache, self._drawn, self._holding = (None, None), {}, False
+        self.updates = 0  # updates drawn so far
+        self.run_diagnostics: dict = {}  # model name -> drop-branch diagnostics measured after training (see `from_checkpoints`)
+        self.settle, self._ticket = settle, 0
+        self._sample_cache, self._drawn, self._holding, self._logit_limits = (None, None), {}, False, {}
 
         style = {"description_width": "initial"}
-        self.image_control = W.IntSlider(value=0, min=0, max=len(dataset) - 1, description="image", continuous_update=False, style=style)
-        self.model_control = W.ToggleButtons(options=list(self.models), description="model", style=style)
-        self.drop_control = W.Dropdown(options=["none", *names], value="none", description="drop class", style=style)
-        self.inspect_control = W.Dropdown(options=names, value=names[0], description="inspect class", style=style)
+        self.image_control = W.IntSlider(value=1, min=1, max=len(dataset), description="image", continuous_update=False,
+                                         style=style, tooltip=f"which of the {len(dataset)} scenes (numbered from 1)")
+        self.model_control = W.ToggleButtons(options=list(self.models), value=model, description="model", style=style,
+                                             tooltips=[f"show the {n} model" for n in self.models])
+        self.drop_control = W.Dropdown(options=["none", *names], value="none", description="drop class", style=style,
+                                       tooltip="the class z to drop from the drop branch (marked: in this scene)")
+        self.inspect_control = W.Dropdown(options=names, value=names[0], description="inspect class", style=style,
+                                          tooltip="the class c whose features and Grad-CAM are shown")
         for w, css in ((self.image_control, "image"), (self.model_control, "model"), (self.drop_control, "drop"),
                        (self.inspect_control, "inspect")):
             w.add_class(f"dropclass-{css}")
             w.observe(self._changed, names="value")
-        self.status = W.HTML()
+        self.status, self.legend, self.readout = W.HTML(), W.HTML(), W.HTML()
+        self.legend.add_class("dropclass-legend"); self.readout.add_class("dropclass-suppression")
         self.log = W.Output(layout={"max_height": "160px", "overflow": "auto"})  # gets a red border while it shows an error
         self.log.add_class("dropclass-log")
         self._build_figures()
-        px = {p: f"{round(f.get_figwidth() * f.dpi)}px" for p, f in self.figures.items()}  # shown at their own size
-        self.views = {p: W.Image(format="png", layout={"width": px[p]}) for p in PANELS}
-        self.captions = {p: W.HTML(layout={"width": px[p]}) for p in PANELS}
-        for p in PANELS: self.views[p].add_class(f"dropclass-{p}-panel")
-        panel = lambda p: W.VBox([self.views[p], self.captions[p]])
-        self.widget = W.VBox([
-            W.HBox([self.image_control, self.model_control]), W.HBox([self.drop_control, self.inspect_control]), self.status,
-            W.HBox([panel("scene"), panel("prediction"), panel("drop")]),
-            W.HBox([panel("bars"), W.VBox([panel("class_map"), panel("gradcam")])]), self.log])
+        self.png: dict[str, bytes] = {}  # the PNG on show in each panel
+        self.titles = {p: W.HTML() for p in PANELS}
+        self.views = {p: W.HTML() for p in PANELS}  # an <img> of the panel's figure, as wide as the panel
+        self.captions = {p: W.HTML() for p in PANELS}
+        for p in PANELS:
+            self.views[p].add_class(f"dropclass-{p}-view"); self.captions[p].add_class(f"dropclass-{p}-caption")
+        cell = lambda p: W.VBox([self.titles[p], self.views[p], self.captions[p]],
+                                layout=W.Layout(grid_column="span 2" if p == "bars" else "auto", min_width="0"))
+        grid = W.GridBox([cell(p) for p in PANELS], layout=W.Layout(
+            grid_template_columns="repeat(auto-fill, minmax(290px, 1fr))", grid_gap="14px 18px", width="100%"))
+        controls = W.Box([self.image_control, self.model_control, self.drop_control, self.inspect_control],
+                         layout=W.Layout(flex_flow="row wrap", grid_gap="6px 28px", width="100%"))
+        self.widget = W.VBox([W.HTML(_CSS), controls, self.status, self.readout, self.legend, grid, self.log],
+                             layout=W.Layout(width="100%"))
         self.widget.add_class("dropclass-explorer")
         self.set(image=image, drop=drop, inspect=inspect)
 
@@ -199,9 +282,9 @@ class ClassDropExplorer:
 # %% ../nbs/34_explorer.ipynb #20140022
 @patch(as_prop=True)
 def state(self: ClassDropExplorer) -> dict:
-    "The controls as plain values: image index, dropped class name (or None), inspected class name, model name."
+    "The controls as plain values: image index (from 0), dropped class name (or None), inspected class name, model name."
     drop = self.drop_control.value
-    return {"image": self.image_control.value, "drop": None if drop == "none" else drop,
+    return {"image": self.image_control.value - 1, "drop": None if drop == "none" else drop,
             "inspect": self.inspect_control.value, "model": self.model_control.value}
 
 
@@ -214,7 +297,7 @@ def _name(self: ClassDropExplorer, c: int | str | None, what: str) -> str | None
 @patch
 def set(
     self: ClassDropExplorer,
-    image: int | None = None,  # image index in the dataset
+    image: int | None = None,  # image index in the dataset (from 0; the page numbers scenes from 1)
     drop: int | str | None = _KEEP,  # class to drop, by name or id; None drops nothing
     inspect: int | str | None = None,  # class to inspect, by name or id
     model: str | None = None,  # model name
@@ -226,7 +309,7 @@ def set(
     drop = drop if drop is _KEEP else (self._name(drop, "the dropped class") or "none")
     inspect = None if inspect is None else self._name(inspect, "the inspected class")
     with self._hold():
-        if image is not None: self.image_control.value = int(image)
+        if image is not None: self.image_control.value = int(image) + 1
         if model is not None: self.model_control.value = model
         if drop is not _KEEP: self.drop_control.value = drop
         if inspect is not None: self.inspect_control.value = inspect
@@ -245,36 +328,45 @@ def _hold(self: ClassDropExplorer):
 
 @patch
 def _changed(self: ClassDropExplorer, change):
-    if not self._holding: self._update()
+    "A control changed in the page: draw the state once changes stop arriving (rapid key presses skip stale states)."
+    if self._holding: return
+    self._ticket += 1
+    try: loop = asyncio.get_running_loop()  # in a kernel, page events arrive on its event loop
+    except RuntimeError: loop = None
+    if loop is None or self.settle <= 0: return self._update()  # plain Python: at once
+    ticket = self._ticket
+    loop.call_later(self.settle, lambda: ticket == self._ticket and self._update())
 
 # %% ../nbs/34_explorer.ipynb #20140024
 @patch
 def _build_figures(self: ClassDropExplorer):
     blank, C = np.zeros((2, 2, 3), np.uint8), self.labels.num_classes
+    H, W = self._sample(0)[1].shape[-2:]
+    w, h = 3.2, max(1.2, 3.2 * H / W)  # inches at 100 px each: about a grid cell's width
     self.figures, self.artists = {}, {}
-    fig, (a1, a2) = _figure(2.9, 3.8, 2)
+    fig, (a1, a2) = _figure(w, 2 * h + 0.1, 2)
     self.artists["scene"] = (a1.imshow(blank), a2.imshow(blank))
-    a1.set_title("image", fontsize=8); a2.set_title("ground truth", fontsize=8)
     self.figures["scene"] = fig
-    for p, title in (("prediction", "model's prediction: argmax h(A)"), ("drop", "drop branch: argmax h(conv(A'drop))")):
-        fig, (ax,) = _figure(2.9, 1.7)
-        self.artists[p] = ax.imshow(blank); ax.set_title(title, fontsize=8)
+    for p in ("output", "drop", "changed", "plain"):
+        fig, (ax,) = _figure(w, h)
+        self.artists[p] = ax.imshow(blank)
         self.figures[p] = fig
-    self.drop_note = fig.axes[0].text(0.5, 0.5, "no drop branch:\nthis model was trained without DropClass", ha="center",
-                                      va="center", fontsize=8, transform=fig.axes[0].transAxes, visible=False)
-    for p, title in (("class_map", "A^c summed over channels (Eq. 2)"), ("gradcam", "Grad-CAM (Eq. 1 weights)")):
-        fig, (ax,) = _figure(2.9, 1.7)
-        self.artists[p] = _overlay_axes(ax, title)
+    self.drop_note = self.figures["drop"].axes[0].text(
+        0.5, 0.5, "no drop branch:\nthis model was trained without DropClass", ha="center", va="center", fontsize=7,
+        transform=self.figures["drop"].axes[0].transAxes, visible=False)
+    for p, cmap, label in (("class_map", "RdBu_r", "vs. the mean class"), ("gradcam", "inferno", "Grad-CAM")):
+        fig, (ax,) = _figure(w, h * 0.95)
+        self.artists[p] = _overlay_axes(ax, cmap, label)
         self.figures[p] = fig
-    fig, axes = _figure(5.8, 4.2, 2, ticks=True, sharex=True)
+    fig, axes = _figure(6.6, 3.6, 2, ticks=True, sharex=True)
     bars = []
-    for ax, what in zip(axes, ("mean logit", "mean probability")):
-        before = ax.bar(np.arange(C) - 0.2, np.zeros(C), 0.4, label="before: the model's prediction", color="#4c72b0")
-        after = ax.bar(np.arange(C) + 0.2, np.zeros(C), 0.4, label="after: drop branch, z dropped", color="#dd8452")
-        ax.axhline(0, color="k", lw=0.5); ax.set_ylabel(what, fontsize=8); ax.tick_params(labelsize=7)
+    for ax, what in zip(axes, ("mean probability", "mean logit")):
+        before = ax.bar(np.arange(C) - 0.2, np.zeros(C), 0.4, color="#4c72b0")
+        after = ax.bar(np.arange(C) + 0.2, np.zeros(C), 0.4, color="#dd8452")
+        ax.axhline(0, color="k", lw=0.5); ax.set_ylabel(what, fontsize=7); ax.tick_params(labelsize=6)
         bars.append((before, after))
-    axes[0].legend(fontsize=7, loc="upper right")
-    axes[1].set_xticks(np.arange(C), self.labels.classes, rotation=90, fontsize=7)
+    axes[0].set_ylim(0, 1)
+    axes[1].set_xticks(np.arange(C), self.labels.classes, rotation=90, fontsize=6)
     self.artists["bars"], self.figures["bars"] = bars, fig
 
 # %% ../nbs/34_explorer.ipynb #20140026
@@ -292,118 +384,233 @@ def _update(self: ClassDropExplorer):
         st = self.state
         model, has_drop = self.models[st["model"]]
         image, mask = self._sample(st["image"])
-        s = explore_state(model, image, st["drop"], st["inspect"], self.labels)
+        s = explore_state(model, image, st["drop"] if has_drop else None, st["inspect"], self.labels, mask=mask)
         self.result = s
-        before = (s.kept_logits, s.kept_probs) if has_drop and model.inference == "drop" else (s.plain_logits, s.plain_probs)
+        changed = (s.drop_prediction != s.output_prediction) if has_drop and s.dropped is not None else None
         self.panels = {"image": denormalize(image).permute(1, 2, 0).numpy(), "ground_truth": mask.numpy(),
-                       "prediction": s.prediction, "drop_prediction": s.drop_prediction if has_drop else None,
-                       "before_logits": before[0], "before_probs": before[1],
-                       "after_logits": s.drop_logits if has_drop else None, "after_probs": s.drop_probs if has_drop else None,
-                       "class_map": s.class_map, "gradcam": s.gradcam}
-        keys = {"scene": (st["image"],), "prediction": (st["model"], st["image"]), "drop": (st["model"], st["image"], st["drop"]),
-                "bars": (st["model"], st["image"], st["drop"], st["inspect"]), "class_map": (st["model"], st["image"], st["inspect"]),
-                "gradcam": (st["model"], st["image"], st["inspect"])}
+                       "output": s.output_prediction, "plain": s.prediction,
+                       "drop_prediction": s.drop_prediction if has_drop else None, "changed": changed,
+                       "before_logits": s.before_logits, "before_probs": s.before_probs,
+                       "after_logits": s.after_logits if changed is not None else None,
+                       "after_probs": s.after_probs if changed is not None else None,
+                       "class_map": s.class_map_relative, "gradcam": s.gradcam}
+        lo, hi = self._logit_limits.get(st["model"], s.logit_range)  # fixed per model from its first scene's logits,
+        for v in (s.before_logits, s.after_logits if changed is not None else s.before_logits):  # widened only if a bar overflows
+            if np.isfinite(v).any(): lo, hi = min(lo, float(np.nanmin(v))), max(hi, float(np.nanmax(v)))
+        self._logit_limits[st["model"]] = (lo, hi)
+        keys = {"scene": (st["image"],), "output": (st["model"], st["image"]), "plain": (st["model"], st["image"]),
+                "drop": (st["model"], st["image"], st["drop"]), "changed": (st["model"], st["image"], st["drop"]),
+                "bars": (st["model"], st["image"], st["drop"], st["inspect"], self._logit_limits[st["model"]]),
+                "class_map": (st["model"], st["image"], st["inspect"]), "gradcam": (st["model"], st["image"], st["inspect"])}
         for p in PANELS:
             if self._drawn.get(p) != keys[p]:
                 getattr(self, f"_draw_{p}")(st, s, has_drop)
-                self.views[p].value = _png(self.figures[p])
+                self.png[p] = _png(self.figures[p])
                 self._drawn[p] = keys[p]
         self._captions(st, s, has_drop)
+        for p in PANELS: self.views[p].value = _img_html(self.png[p], f"dropclass-{p}-panel", self._alt(p, st, has_drop))
+        self._mark_present(s)
         self.error = None
+        self.updates += 1
         self.log.outputs, self.log.layout.border = (), ""
     except Exception as e:
         self.error = f"{type(e).__name__}: {e}"
         self.log.append_stderr(f"update failed for {self.state}:\n{traceback.format_exc()}")
         self.log.layout.border = "1px solid #d33"
 
+
+@patch
+def _mark_present(self: ClassDropExplorer, s: ExploreState):
+    "Mark in the drop list the classes of this scene (ground truth or predicted), without an update."
+    present = set(np.unique(self.panels["ground_truth"]).tolist()) | set(np.unique(s.output_prediction).tolist())
+    options = [("none", "none")] + [(f"{n} (in scene)" if i in present else n, n) for i, n in enumerate(self.labels.classes)]
+    if list(self.drop_control.options) != options:
+        with self._hold():
+            value = self.drop_control.value
+            self.drop_control.options = options
+            self.drop_control.value = value
+
 # %% ../nbs/34_explorer.ipynb #20140028
+@patch
+def _colors(self: ClassDropExplorer, labels: np.ndarray) -> np.ndarray:
+    "A label map as RGB in the display palette (the legend above the panels names the colours)."
+    return colorize(torch.from_numpy(labels), display_labels(self.labels)).numpy()
+
+
 @patch
 def _draw_scene(self: ClassDropExplorer, st, s, has_drop):
     img, gt = self.artists["scene"]
-    _set_image(img, self.panels["image"]); _set_image(gt, colorize(torch.from_numpy(self.panels["ground_truth"]), display_labels(self.labels)).numpy())
-    fig = self.figures["scene"]
-    for old in list(fig.legends): old.remove()
-    label_legend(fig, self.labels, present_classes(self.labels, self.panels["ground_truth"], s.prediction))
+    _set_image(img, self.panels["image"]); _set_image(gt, self._colors(self.panels["ground_truth"]))
 
 
 @patch
-def _draw_prediction(self: ClassDropExplorer, st, s, has_drop):
-    _set_image(self.artists["prediction"], colorize(torch.from_numpy(s.prediction), display_labels(self.labels)).numpy())
+def _draw_output(self: ClassDropExplorer, st, s, has_drop): _set_image(self.artists["output"], self._colors(s.output_prediction))
+
+
+@patch
+def _draw_plain(self: ClassDropExplorer, st, s, has_drop): _set_image(self.artists["plain"], self._colors(s.prediction))
 
 
 @patch
 def _draw_drop(self: ClassDropExplorer, st, s, has_drop):
-    shown = colorize(torch.from_numpy(s.drop_prediction), display_labels(self.labels)).numpy() if has_drop else np.full_like(self.panels["image"], 235)
+    shown = self._colors(s.drop_prediction) if has_drop else np.full_like(self.panels["image"], 235)
     _set_image(self.artists["drop"], shown)
     self.drop_note.set_visible(not has_drop)
 
 
 @patch
-def _draw_heat(self: ClassDropExplorer, name: str, heat: np.ndarray):
+def _draw_changed(self: ClassDropExplorer, st, s, has_drop):
+    shown, changed = _faded(self.panels["image"]), self.panels["changed"]
+    if changed is not None: shown[changed] = self._colors(s.drop_prediction)[changed]  # the new class of each changed pixel
+    _set_image(self.artists["changed"], shown)
+
+
+@patch
+def _draw_heat(self: ClassDropExplorer, name: str, heat: np.ndarray, symmetric: bool):
     base, top = self.artists[name]
     gray = self.panels["image"].mean(-1) / 255.0  # (H, W)
     _set_image(base, gray); _set_image(top, heat, gray.shape)  # the (h1, w1) map stretched over the image
-    top.set_clim(0, max(float(heat.max()), 1e-6))
+    m = max(float(np.abs(heat).max()), 1e-6)
+    top.set_clim(-m if symmetric else 0, m)
 
 
 @patch
-def _draw_class_map(self: ClassDropExplorer, st, s, has_drop): self._draw_heat("class_map", s.class_map)
+def _draw_class_map(self: ClassDropExplorer, st, s, has_drop): self._draw_heat("class_map", self.panels["class_map"], True)
 
 
 @patch
-def _draw_gradcam(self: ClassDropExplorer, st, s, has_drop): self._draw_heat("gradcam", s.gradcam)
+def _draw_gradcam(self: ClassDropExplorer, st, s, has_drop): self._draw_heat("gradcam", s.gradcam, False)
 
 
 @patch
 def _draw_bars(self: ClassDropExplorer, st, s, has_drop):
-    p = self.panels
-    for (before, after), ax, b, a in zip(self.artists["bars"], self.figures["bars"].axes, ("before_logits", "before_probs"),
-                                         ("after_logits", "after_probs")):
-        values = [p[b]] + ([p[a]] if p[a] is not None else [])
-        for rect, v in zip(before, p[b]): rect.set_height(v)
-        for rect, v in zip(after, p[a] if p[a] is not None else np.zeros_like(p[b])): rect.set_height(v)
-        for rect in after: rect.set_visible(p[a] is not None)
-        lo, hi = min(0.0, *(float(v.min()) for v in values)), max(0.0, *(float(v.max()) for v in values))
-        pad = 0.05 * (hi - lo or 1.0)
-        ax.set_ylim(lo - pad, hi + pad)
-    for c, label in enumerate(self.figures["bars"].axes[1].get_xticklabels()):
-        label.set_color("#c00" if self.labels.classes[c] == st["drop"] else "k")
+    p, fig = self.panels, self.figures["bars"]
+    after_shown = p["after_probs"] is not None
+    for (before, after), ax, b, a in zip(self.artists["bars"], fig.axes, ("before_probs", "before_logits"),
+                                         ("after_probs", "after_logits")):
+        for rect, v in zip(before, np.nan_to_num(p[b])): rect.set_height(v)
+        for rect, v in zip(after, np.nan_to_num(p[a]) if after_shown else np.zeros_like(p[b])): rect.set_height(v)
+        for rect in after: rect.set_visible(after_shown)
+        if ax.get_legend(): ax.get_legend().remove()
+    lo, hi = self._logit_limits[st["model"]]
+    pad = 0.05 * (hi - lo or 1.0)
+    fig.axes[1].set_ylim(min(lo, 0) - pad, max(hi, 0) + pad)
+    before, after = self.artists["bars"][0]
+    handles = [before] + ([after] if after_shown else [])
+    names = ["before: the model's output"] + ([f"after: drop branch, {st['drop']} dropped"] if after_shown else [])
+    fig.axes[0].legend(handles, names, fontsize=6, loc="upper right")
+    for c, label in enumerate(fig.axes[1].get_xticklabels()):
+        label.set_color("#c00" if self.labels.classes[c] == st["drop"] and has_drop else "k")
         label.set_fontweight("bold" if self.labels.classes[c] == st["inspect"] else "normal")
 
 # %% ../nbs/34_explorer.ipynb #20140030
 @patch
+def _titles(self: ClassDropExplorer, st, has_drop) -> dict[str, tuple[str, str]]:
+    "Each panel's plain one-line title and its subtitle in the paper's notation."
+    z, c = st["drop"], st["inspect"]
+    out = "the drop branch with nothing dropped: how a DropClass model predicts" if has_drop else "h(A): a baseline's classifier"
+    return {"scene": ("The image and its ground truth", "the labels in the display palette (legend above)"),
+            "output": ("What the model predicts", out),
+            "drop": (f"What it predicts with {z} dropped" if z and has_drop else "What it predicts with a class dropped",
+                     "drop branch: argmax h(conv(A'_drop)), Eq. 2-4"),
+            "changed": ("The pixels the drop changed", "in the colour of their new class; unchanged pixels greyed"),
+            "bars": (f"Where {z} was: each class's share before and after the drop" if z and has_drop
+                     else "Each class's mean probability and logit over the image",
+                     "means over the pixels of z in the ground truth or the output; red tick: dropped class, bold: inspected"),
+            "plain": ("h(A): the classifier on the plain features", "not used at inference by a DropClass model" if has_drop
+                      else "for a baseline this is its output"),
+            "class_map": (f"Where {c}'s features stand out", "A^c minus its mean over classes, summed over channels (Eq. 2)"),
+            "gradcam": (f"Where the model looks for {c}", "Grad-CAM with Eq. 1's channel weights")}
+
+
+@patch
+def _alt(self: ClassDropExplorer, p: str, st, has_drop) -> str:
+    "Alt text of panel `p`: its title and the scene."
+    return f"{self._titles(st, has_drop)[p][0]} (image {st['image'] + 1}, model {st['model']})"
+
+
+@patch
 def _captions(self: ClassDropExplorer, st, s, has_drop):
-    e, z, c = html.escape, st["drop"], st["inspect"]
-    n = s.prediction.size
-    cap = self.captions
-    cap["scene"].value = f"<small>image {st['image']} of {len(self.dataset)}</small>"
-    cap["prediction"].value = f"<small>{e(st['model'])}: pixel accuracy {100 * _accuracy(s.prediction, self.panels['ground_truth'], self.labels.ignore_index):.1f}%</small>"
+    e, z, c, p, cap = html.escape, st["drop"], st["inspect"], self.panels, self.captions
+    small = lambda text: f'<div class="dropclass-caption">{text}</div>'
+    for name, (title, sub) in self._titles(st, has_drop).items():
+        self.titles[name].value = f'<div class="dropclass-title">{e(title)}</div><div class="dropclass-sub">{e(sub)}</div>'
+    gt, ignore, n = p["ground_truth"], self.labels.ignore_index, s.output_prediction.size
+    in_gt = [self.labels.classes[i] for i in np.unique(gt) if i != ignore and 0 <= i < self.labels.num_classes]
+    cap["scene"].value = small(f"image {st['image'] + 1} of {len(self.dataset)}; {len(in_gt)} classes in the ground truth")
+    cap["output"].value = small(f"{e(st['model'])}: pixel accuracy {100 * _accuracy(s.output_prediction, gt, ignore):.1f}%")
+    disagree = 100 * float((s.prediction != s.output_prediction).mean())
+    cap["plain"].value = small(f"pixel accuracy {100 * _accuracy(s.prediction, gt, ignore):.1f}%; differs from the model's "
+                               f"output on {disagree:.1f}% of the pixels" if has_drop else "the same as the model's output")
+    zi = None if z is None else self.labels.class_id(z)
     if not has_drop:
-        cap["drop"].value = "<small>a baseline has no drop branch; switch to a DropClass model</small>"
-        cap["bars"].value = f"<small>{e(st['model'])}: mean logits and probabilities of h(A) (no drop branch)</small>"
-    elif z is None:
-        cap["drop"].value = "<small>nothing dropped: the model's prediction at inference</small>"
-        cap["bars"].value = "<small>nothing dropped: choose a class to drop</small>"
+        cap["drop"].value = small("a baseline has no drop branch; switch to a DropClass model")
+        cap["changed"].value = small("nothing to change: a baseline has no drop branch")
+        cap["bars"].value = small(f"{e(st['model'])}: mean over the image of its output (no drop branch)")
+    elif zi is None:
+        cap["drop"].value = small("nothing dropped: the same as the model's output; choose a class to drop")
+        cap["changed"].value = small("nothing dropped, nothing changed")
+        cap["bars"].value = small("nothing dropped: the model's output, averaged over the whole image")
     else:
-        zi = self.labels.class_id(z)
-        changed = int((s.drop_prediction != s.kept_prediction).sum())
-        gt = self.panels["ground_truth"]
-        region = int((gt == zi).sum())
-        still = (f"; of its {region} ground-truth pixels {int(((s.drop_prediction == zi) & (gt == zi)).sum())} are still "
-                 f"predicted {e(z)}" if region else f"; {e(z)} is not in this scene's ground truth")
-        cap["drop"].value = (f"<small><b>{e(z)}</b> dropped: {changed} pixels ({100 * changed / n:.1f}%) change; "
-                             f"{int((s.kept_prediction == zi).sum())} -> {int((s.drop_prediction == zi).sum())} predicted {e(z)}"
-                             f"{still}</small>")
-        cap["bars"].value = (f"<small>mean probability of <b>{e(z)}</b>: {self.panels['before_probs'][zi]:.3f} before, "
-                             f"{s.drop_probs[zi]:.3f} after the drop</small>")
-    diag = getattr(self, "run_diagnostics", {}).get(st["model"]) if has_drop else None
+        before, after = int((s.output_prediction == zi).sum()), int((s.drop_prediction == zi).sum())
+        changed = int(p["changed"].sum())
+        cap["drop"].value = small(f"<b>{e(z)}</b> dropped: {before} pixels predicted {e(z)} before, {after} after")
+        cap["changed"].value = small(f"{changed} pixels ({100 * changed / n:.1f}%) change class when <b>{e(z)}</b> is dropped")
+        region = int(s.region.sum())
+        cap["bars"].value = small(
+            f"means over the {region} pixels of <b>{e(z)}</b> (ground truth or predicted before the drop): its probability "
+            f"{s.before_probs[zi]:.2f} before, {s.after_probs[zi]:.2f} after. Axes are fixed per model." if region else
+            f"{e(z)} is neither in the ground truth nor predicted here: no pixels to average over")
+    m = float(np.abs(p["class_map"]).max())
+    cap["class_map"].value = small(f"red: where the features of <b>{e(c)}</b> are stronger than the average class's, blue: "
+                                   f"weaker (largest difference {m:.3g})")
+    cap["gradcam"].value = small(f"bright: where the evidence for <b>{e(c)}</b> lies (largest value {s.gradcam.max():.3g})")
+    self.status.value = (f"<b>{e(st['model'])}</b> · image {st['image'] + 1} of {len(self.dataset)} · dropped: "
+                         f"<b>{e(z or 'none') if has_drop else 'n/a'}</b> · inspected: <b>{e(c)}</b>")
+    self.readout.value = f'<div class="dropclass-readout">{self._readout(st, s, has_drop)}</div>'
+    self.legend.value = self._legend(s)
+
+
+@patch
+def _readout(self: ClassDropExplorer, st, s, has_drop) -> str:
+    "Suppression at a glance: in this scene, and over the model's val split when training measured it."
+    e, z = html.escape, st["drop"]
+    if not has_drop: return (f"<b>{e(st['model'])}</b> has no drop branch, so there is nothing to suppress: switch to a "
+                             "DropClass model to drop a class.")
+    diag = (self.run_diagnostics or {}).get(st["model"])
+    if z is None:
+        text = "Nothing dropped. Choose a class to drop; the classes marked <i>(in scene)</i> are in this image."
+        if diag: text += (f" Over {diag['scenes']} {e(diag['split'])} scenes, a dropped class is still predicted on "
+                          f"{100 * diag['suppression_rate']:.0f}% of its pixels (0% would be full suppression).")
+        return text
+    if s.still_predicted is None: text = f"<b>Suppression of {e(z)}</b>: not predicted in this scene; drop a class marked <i>(in scene)</i>."
+    else:
+        n = int((s.output_prediction == s.dropped).sum())
+        text = (f"<b>Suppression of {e(z)}</b>: in this scene {100 * s.still_predicted:.0f}% of the {n} pixels predicted "
+                f"{e(z)} are still {e(z)} with it dropped (0% would be full suppression).")
     if diag:
-        cap["drop"].value += (f"<br><small>this model on {diag['scenes']} {e(diag['split'])} scenes: a dropped class is still "
-                              f"predicted on {100 * diag['suppression_rate']:.1f}% of its pixels; h(A) and the drop branch "
-                              f"agree on {100 * diag['agreement']:.1f}%</small>")
-    cap["class_map"].value = f"<small>A^c of <b>{e(c)}</b>, max {s.class_map.max():.3g}</small>"
-    cap["gradcam"].value = f"<small>Grad-CAM of <b>{e(c)}</b>, max {s.gradcam.max():.3g}</small>"
-    self.status.value = (f"<b>{e(st['model'])}</b>, image {st['image']}, dropped: <b>{e(z or 'none')}</b>, inspected: <b>{e(c)}</b>")
+        per_class = (diag.get("suppression") or {}).get(z)
+        text += (f" Over {diag['scenes']} {e(diag['split'])} scenes: {e(z)} "
+                 + (f"{100 * per_class:.0f}%" if per_class is not None else "not measured")
+                 + f", all classes {100 * diag['suppression_rate']:.0f}%.")
+    return text
+
+
+@patch
+def _legend(self: ClassDropExplorer, s: ExploreState) -> str:
+    "The colours of the classes in this scene: in the ground truth, in the output or in the drop branch's prediction."
+    shown = display_labels(self.labels)
+    gt = set(np.unique(self.panels["ground_truth"]).tolist())
+    predicted = set(np.unique(s.output_prediction).tolist()) | (
+        set(np.unique(s.drop_prediction).tolist()) if self.panels["drop_prediction"] is not None else set())
+    items = []
+    for i in present_classes(self.labels, self.panels["ground_truth"], s.output_prediction,
+                             *([s.drop_prediction] if self.panels["drop_prediction"] is not None else [])):
+        where = ", ".join(w for w, there in (("ground truth", i in gt), ("predicted", i in predicted)) if there)
+        r, g, b = shown.palette[i]
+        items.append(f'<span class="item"><span class="dropclass-swatch" style="background: rgb({r},{g},{b})"></span>'
+                     f'{html.escape(self.labels.classes[i])} <small>({where})</small></span>')
+    return "<b>Classes in this scene:</b> " + "".join(items)
 
 
 def _accuracy(pred: np.ndarray, gt: np.ndarray, ignore_index: int) -> float:
@@ -433,9 +640,8 @@ def from_checkpoints(
     loaded = {name: load_model(path, device) for name, path in checkpoints.items()}
     cfg = next(iter(loaded.values()))[1]
     ex = cls({name: m for name, (m, _) in loaded.items()}, explorer_dataset(cfg, split, length), **kwargs)
-    ex.run_diagnostics = {}  # the drop-branch diagnostics that training measured (metrics.json beside the checkpoint)
-    for name, path in checkpoints.items():
+    for name, path in checkpoints.items():  # the drop-branch diagnostics that training measured (metrics.json beside it)
         metrics = Path(path).parent / "metrics.json"
         if metrics.is_file(): ex.run_diagnostics[name] = json.loads(metrics.read_text()).get("diagnostics")
-    if ex.run_diagnostics: ex._update()  # redraw the captions with them
+    if ex.run_diagnostics: ex._update()  # redraw the readout with them
     return ex

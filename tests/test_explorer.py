@@ -88,6 +88,47 @@ def test_drop_prediction_is_the_drop_branch(which, z, dc, fpn, data):
     assert s.dropped == z and s.inspected == 5
 
 
+@pytest.mark.parametrize("z", [0, 2, 13])
+def test_where_z_was_and_its_suppression(z, dc, data):
+    "Bars and suppression over the pixels of z, against the drop branch computed by `DropClass.branches`."
+    image, mask = data[1]
+    s = explore_state(dc, image, z, 0, mask=mask)
+    x = image[None]
+    with torch.no_grad():
+        out, kept = dc.branches(x, z), dc.branches(x, None)
+        up = lambda l, o: F.interpolate(o.upsample(l), size=x.shape[-2:], mode="bilinear", align_corners=False)[0]
+        before, after = up(kept.drop_logits, kept), up(out.drop_logits, out)
+    output = before.argmax(0)
+    region = (output == z) | (mask == z)
+    assert s.output == "drop"
+    np.testing.assert_array_equal(s.region, region.numpy())
+    if region.any():
+        np.testing.assert_allclose(s.before_probs, before.softmax(0)[:, region].mean(1).numpy(), atol=1e-5)
+        np.testing.assert_allclose(s.after_logits, after[:, region].mean(1).numpy(), rtol=1e-4, atol=1e-4)
+    else: assert np.isnan(s.after_probs).all()
+    predicted = output == z
+    if predicted.any(): assert s.still_predicted == pytest.approx(float((after.argmax(0)[predicted] == z).float().mean()))
+    else: assert s.still_predicted is None
+    assert s.logit_range == pytest.approx((float(before.min()), float(before.max())), rel=1e-5)
+    with pytest.raises(ValueError, match="the mask has shape"): explore_state(dc, image, z, 0, mask=mask[:-1])
+
+
+def test_nothing_dropped_means_the_whole_image(dc, data):
+    s = explore_state(dc, data[0][0], None, 0, mask=data[0][1])
+    assert s.region is None and s.still_predicted is None
+    np.testing.assert_allclose(s.before_probs, s.kept_probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("c", [0, 7, 18])
+def test_class_map_relative_to_the_mean_class(c, dc, data):
+    image = data[0][0]
+    s = explore_state(dc, image, None, c)
+    with torch.no_grad():
+        A = dc.features(image[None])
+        maps = class_features(A, conv1x1_importance(dc.classifier.weight))[0].sum(1)  # (C, h1, w1), every A^c
+    np.testing.assert_allclose(s.class_map_relative, (maps[c] - maps.mean(0)).numpy(), rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("c", [0, 7, 18])
 def test_class_map_is_eq2_summed_over_channels(c, dc, data):
     image = data[0][0]
@@ -159,26 +200,74 @@ def explorer(runs, data):
 
 def test_widget_state_and_panels(explorer, data):
     ex = explorer
-    assert ex.state == {"image": 0, "drop": None, "inspect": "car", "model": "baseline"}
-    assert ex.error is None and ex.panels["drop_prediction"] is None and ex.panels["after_logits"] is None
-    assert "no drop branch" in ex.captions["drop"].value
-    assert all(v.value for v in ex.views.values())  # every panel drawn
+    assert ex.state == {"image": 0, "drop": None, "inspect": "car", "model": "DropClass"}  # it opens on the DropClass model
+    assert ex.error is None and ex.panels["changed"] is None and ex.panels["after_probs"] is None
+    assert all(v.value.startswith("<img") for v in ex.views.values())  # every panel drawn
+    np.testing.assert_array_equal(ex.panels["output"], ex.result.kept_prediction)  # the output is the drop branch, nothing dropped
+    ex.set(model="baseline")
+    assert ex.panels["drop_prediction"] is None and "no drop branch" in ex.captions["drop"].value
+    np.testing.assert_array_equal(ex.panels["output"], ex.result.prediction)  # a baseline's output is h(A)
     ex.set(model="DropClass")
     assert isinstance(ex.result, ExploreState) and ex.panels["drop_prediction"] is not None
-    z = int(np.bincount(ex.result.kept_prediction.ravel()).argmax())  # the class it predicts most: dropping it shows
+    z = int(np.bincount(ex.result.output_prediction.ravel()).argmax())  # the class it predicts most: dropping it shows
     before = {p: v.value for p, v in ex.views.items()}
     ex.set(drop=z)
     assert ex.state["drop"] == CITYSCAPES.classes[z] and ex.result.dropped == z
-    assert (ex.result.drop_prediction != ex.result.kept_prediction).any()
-    np.testing.assert_array_equal(ex.panels["drop_prediction"], ex.result.drop_prediction)
+    np.testing.assert_array_equal(ex.panels["changed"], ex.result.drop_prediction != ex.result.output_prediction)
+    assert ex.panels["changed"].any()
     changed = {p for p in before if ex.views[p].value != before[p]}
-    assert {"drop", "bars"} <= changed and not changed & {"scene", "prediction", "class_map", "gradcam"}
+    assert {"drop", "changed", "bars"} <= changed and not changed & {"scene", "output", "plain", "class_map", "gradcam"}
+    assert f"Suppression of {CITYSCAPES.classes[z]}" in ex.readout.value and "% of the" in ex.readout.value
     ex.set(image=3, drop="rider", inspect="person")
     assert ex.state == {"image": 3, "drop": "rider", "inspect": "person", "model": "DropClass"}
     np.testing.assert_array_equal(ex.panels["ground_truth"], data[3][1].numpy())
-    np.testing.assert_array_equal(ex.panels["class_map"], explore_state(ex.models["DropClass"][0], data[3][0], "rider", "person", CITYSCAPES).class_map)
+    expected = explore_state(ex.models["DropClass"][0], data[3][0], "rider", "person", CITYSCAPES, mask=data[3][1])
+    np.testing.assert_array_equal(ex.panels["class_map"], expected.class_map_relative)
+    np.testing.assert_array_equal(ex.panels["after_probs"], expected.after_probs)
+    assert "image 4 of 6" in ex.captions["scene"].value  # numbered from 1 in the page
     ex.set(drop=None)
     assert ex.state["drop"] is None and ex.result.dropped is None and "nothing dropped" in ex.captions["drop"].value
+
+
+def test_legend_alt_text_tooltips_and_marked_drop_list(explorer, data):
+    ex = explorer.set(image=1, drop=None)
+    gt, out = data[1][1].numpy(), ex.result.output_prediction
+    present = {CITYSCAPES.classes[c] for c in set(np.unique(gt).tolist()) | set(np.unique(out).tolist()) if c < 19}
+    listed = {label.removesuffix(" (in scene)") for label, _ in ex.drop_control.options if label.endswith("(in scene)")}
+    assert listed == present
+    for name in present: assert f"</span>{name} <small>" in ex.legend.value
+    absent = set(CITYSCAPES.classes) - present
+    for name in absent: assert f"</span>{name} <small>" not in ex.legend.value
+    assert all('alt="' in v.value and 'alt=""' not in v.value for v in ex.views.values())
+    assert ex.model_control.tooltips and None not in ex.model_control.tooltips
+    assert all(w.tooltip for w in (ex.image_control, ex.drop_control, ex.inspect_control))
+
+
+def test_bars_keep_their_axes_per_model(explorer):
+    ex = explorer.set(image=0, drop=None, model="DropClass")
+    limits = ex.figures["bars"].axes[1].get_ylim()
+    ex.set(image=2, drop="road")
+    assert ex.figures["bars"].axes[1].get_ylim() == limits or ex.figures["bars"].axes[1].get_ylim()[0] <= limits[0]
+    assert ex.figures["bars"].axes[0].get_ylim() == (0.0, 1.0)
+    legend = [t.get_text() for t in ex.figures["bars"].axes[0].get_legend().get_texts()]
+    assert legend == ["before: the model's output", "after: drop branch, road dropped"]
+    ex.set(model="baseline")
+    assert [t.get_text() for t in ex.figures["bars"].axes[0].get_legend().get_texts()] == ["before: the model's output"]
+
+
+def test_changes_from_the_page_skip_stale_states(explorer):
+    "In a kernel, changes arrive on its event loop while an update runs: only the last state is drawn."
+    import asyncio
+    ex = explorer.set(image=0, drop=None, model="DropClass")
+    drawn = ex.updates
+
+    async def press_keys():
+        for i in (2, 3, 4, 5, 2):
+            ex.image_control.value = i  # as five key presses on the slider
+        await asyncio.sleep(ex.settle + 0.5)
+
+    asyncio.run(press_keys())
+    assert ex.updates == drawn + 1 and ex.state["image"] == 1 and "image 2 of 6" in ex.captions["scene"].value
 
 
 def test_controls_update_like_clicks(explorer):
@@ -188,7 +277,7 @@ def test_controls_update_like_clicks(explorer):
     assert ex.result.inspected == CITYSCAPES.index("road")
     ex.drop_control.value = "sky"
     assert ex.result.dropped == CITYSCAPES.index("sky") and "sky" in ex.status.value
-    ex.image_control.value = 2
+    ex.image_control.value = 3  # the page numbers scenes from 1
     assert ex.state["image"] == 2 and ex.panels["ground_truth"].shape == ex.result.prediction.shape
 
 
@@ -211,9 +300,10 @@ def test_pixel_accuracy_leaves_out_the_label_sets_ignore_index(dc, data):
     mask = mask.clone()
     mask[:, : mask.shape[1] // 2] = 250  # the left half unlabelled
     ex = ClassDropExplorer({"DropClass": dc}, [(image, mask)], labels=labels)
-    pred, gt = ex.result.prediction, mask.numpy()
-    expected = (pred[gt != 250] == gt[gt != 250]).mean()
-    assert f"pixel accuracy {100 * expected:.1f}%" in ex.captions["prediction"].value
+    gt = mask.numpy()
+    for panel, pred in (("output", ex.result.output_prediction), ("plain", ex.result.prediction)):  # each on what it shows
+        expected = (pred[gt != 250] == gt[gt != 250]).mean()
+        assert f"pixel accuracy {100 * expected:.1f}%" in ex.captions[panel].value
 
 
 def test_update_errors_go_to_the_output(dc, data):
@@ -226,7 +316,7 @@ def test_update_errors_go_to_the_output(dc, data):
 
     ex = ClassDropExplorer({"DropClass": dc}, Broken())
     shown, png = ex.panels, ex.views["scene"].value
-    ex.image_control.value = 2  # from the page: no exception escapes the callback
+    ex.image_control.value = 3  # scene 2, from the page (numbered from 1): no exception escapes the callback
     assert "scene 2 cannot be read" in ex.error
     assert len(ex.log.outputs) == 1 and "scene 2 cannot be read" in ex.log.outputs[0]["text"]
     assert ex.panels is shown and ex.views["scene"].value == png
