@@ -7,6 +7,20 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/index.ipynb #c3120003
-from .core import DropClass, DropClassOutput
-from .losses import DropClassLoss, DropSchedule
-from .adapters import FeaturesClassifier, convert_head_to_1x1, register_adapter
+_PUBLIC = {"DropClass": "core", "DropClassOutput": "core", "DropClassLoss": "losses", "DropSchedule": "losses",
+           "FeaturesClassifier": "adapters", "convert_head_to_1x1": "adapters", "register_adapter": "adapters"}
+
+
+def __getattr__(name: str):
+    "`from dropclass import DropClass` works, but `import dropclass.cli` does not load torch: the names load on first use."
+    import importlib, importlib.util
+    if name not in _PUBLIC:
+        if not name.startswith("_") and importlib.util.find_spec(f"dropclass.{name}") is not None:
+            return importlib.import_module(f"dropclass.{name}")  # a submodule, as `import dropclass; dropclass.core` allows
+        raise AttributeError(f"module 'dropclass' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"dropclass.{_PUBLIC[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__(): return sorted([*globals(), *_PUBLIC])

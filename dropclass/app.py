@@ -7,27 +7,54 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
 from pathlib import Path
 
-from .explorer import ClassDropExplorer
 
 # %% auto #0
-__all__ = ['EXPLORER_PRESET', 'EXPLORER_OVERRIDES', 'DEMO_DIR', 'MODEL_NAMES', 'APP_ENV', 'default_cache_dir',
-           'default_checkpoints', 'default_explorer', 'app_notebook', 'explorer_from_env', 'serve']
+__all__ = ['EXPLORER_PRESET', 'EXPLORER_OVERRIDES', 'DEMO_DIR', 'MODEL_NAMES', 'FIRST_USE_MINUTES', 'APP_ENV', 'APP_NOTEBOOK',
+           'ALIVE_PATH', 'default_cache_dir', 'default_pair_plan', 'default_checkpoints', 'default_explorer',
+           'app_notebook', 'explorer_from_env', 'serve']
 
 # %% ../nbs/35_app.ipynb #3a5a0007
 EXPLORER_PRESET = "demo"  # the default pair is the demo's: `dropclass demo` and the explorer share one training
 EXPLORER_OVERRIDES: dict = {}  # settings that differ from the preset (none: the pair is exactly the demo's)
 DEMO_DIR = Path("runs/demo")  # where `dropclass demo` writes its runs
 MODEL_NAMES = {"baseline": "baseline", "dropclass": "DropClass"}  # method -> name shown in the explorer
+FIRST_USE_MINUTES = 6  # training the demo's pair side by side on two CPU cores (benchmarks/results/demo_time.json)
 
 
 def default_cache_dir() -> Path:
     "Where the default pair is cached: `$XDG_CACHE_HOME/dropclass/explorer`, else `~/.cache/dropclass/explorer`."
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dropclass" / "explorer"
+
+
+def _demo_runs(demo_dir: str | Path | None, overrides: dict | None) -> dict[str, Path] | None:
+    "The checkpoints of a finished `dropclass demo` in `demo_dir`, when they can stand in for the default pair."
+    if demo_dir is None or overrides or EXPLORER_OVERRIDES: return None
+    folder = Path(demo_dir)
+    if all((folder / m / "metrics.json").is_file() and (folder / m / "last.pt").is_file() for m in MODEL_NAMES):
+        return {name: folder / m / "last.pt" for m, name in MODEL_NAMES.items()}
+    return None
+
+
+def default_pair_plan(
+    cache_dir: str | Path | None = None,  # default: `default_cache_dir()`
+    overrides: dict | None = None,  # further settings of both runs
+    demo_dir: str | Path | None = DEMO_DIR,
+) -> str | None:  # None when the pair is ready, else a sentence saying what training will happen and how long it takes
+    "What `default_checkpoints` will have to do first, in words; cheap (reads no model)."
+    if _demo_runs(demo_dir, overrides): return None
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    missing = [m for m in MODEL_NAMES if not (cache / m / "metrics.json").is_file()]
+    if not missing: return None
+    return (f"no trained models found (neither a finished `dropclass demo` in {demo_dir} nor a cache in {cache}): training "
+            f"the demo's {' and '.join(MODEL_NAMES[m] for m in missing)} model{'s' if len(missing) > 1 else ''} first, once; "
+            f"about {FIRST_USE_MINUTES} minutes on two CPU cores, less with more cores or a GPU. An interrupted training "
+            "resumes where it stopped.")
 
 
 def default_checkpoints(
@@ -40,19 +67,20 @@ def default_checkpoints(
     "The demo's baseline and DropClass checkpoints: those of a finished `dropclass demo`, else trained once into the cache."
     from dropclass.experiments import train_runs
     from dropclass.train import config_from
+    demo = _demo_runs(demo_dir, overrides)
+    if demo:
+        if progress: print(f"using the demo's models in {demo_dir}")
+        return demo
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    for folder in ([Path(demo_dir)] if demo_dir is not None and not overrides and not EXPLORER_OVERRIDES else []):
-        if all((folder / m / "metrics.json").is_file() and (folder / m / "last.pt").is_file() for m in MODEL_NAMES):
-            if progress: print(f"using the demo's models in {folder}")
-            return {name: folder / m / "last.pt" for m, name in MODEL_NAMES.items()}
+    plan = default_pair_plan(cache, overrides, demo_dir)
+    if plan and progress: print(plan, flush=True)
     cfgs = {name: config_from(EXPLORER_PRESET, {**EXPLORER_OVERRIDES, **(overrides or {}), "method": method,
                                                 "out_dir": str(cache / method), "progress": progress})
             for method, name in MODEL_NAMES.items()}
-    if progress:
-        for name, cfg in cfgs.items():
-            if not (Path(cfg.out_dir) / "metrics.json").is_file():
-                print(f"training the explorer's {name} model ({cfg.arch}-{cfg.encoder}, {cfg.max_iters} iterations) in {cfg.out_dir}")
     train_runs(cfgs, jobs, progress)  # one training set: its class statistics are counted once; trained only once
+    for cfg in cfgs.values():  # the explorer reads last.pt; a second checkpoint of each model would only take space
+        best = Path(cfg.out_dir) / "best.pt"
+        if best.is_file(): best.unlink()
     return {name: Path(cfg.out_dir) / "last.pt" for name, cfg in cfgs.items()}
 
 # %% ../nbs/35_app.ipynb #3a5a0009
@@ -63,6 +91,7 @@ def default_explorer(
     **kwargs,  # passed on to `ClassDropExplorer.from_checkpoints` (split, length, device, ...)
 ) -> ClassDropExplorer:
     "The explorer of a baseline and a DropClass model: given checkpoints, or the default pair (trained on first use)."
+    from dropclass.explorer import ClassDropExplorer
     return ClassDropExplorer.from_checkpoints(checkpoints or default_checkpoints(cache_dir, progress), **kwargs)
 
 # %% ../nbs/35_app.ipynb #3a5a000f
@@ -74,8 +103,9 @@ def app_notebook(path: str | Path) -> Path:
     import nbformat
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell("## DropClass: the class-drop explorer\nDrop a class and see what the drop "
-                                              "branch predicts without it; inspect a class's features and Grad-CAM."),
+    nb.cells = [nbformat.v4.new_markdown_cell("## DropClass: the class-drop explorer\nDrop a class and see what the model "
+                                              "predicts without it, which pixels change and how much of the class is "
+                                              "suppressed; inspect a class's features and Grad-CAM."),
                 nbformat.v4.new_code_cell("from dropclass.app import explorer_from_env\nexplorer_from_env()")]
     path = Path(path)
     nbformat.write(nb, str(path))
@@ -86,16 +116,76 @@ def explorer_from_env() -> ClassDropExplorer:
     "The explorer described by `$DROPCLASS_EXPLORER`: {'checkpoints': {name: path}, 'split': ..., 'length': ...}."
     settings = json.loads(os.environ.get(APP_ENV) or "{}")
     if not settings.get("checkpoints"): raise ValueError(f"${APP_ENV} names no checkpoints; start the explorer with `dropclass explore`")
+    from dropclass.explorer import ClassDropExplorer
     return ClassDropExplorer.from_checkpoints(settings["checkpoints"], split=settings.get("split"), length=settings.get("length", 100))
 
 # %% ../nbs/35_app.ipynb #3a5a0011
+APP_NOTEBOOK = "DropClass explorer.ipynb"  # Voila titles the page (the browser tab) with the notebook's name
+ALIVE_PATH = "/dropclass/alive"  # answered by the server while it runs: the page polls it to notice a stopped server
+_EXTERNAL = re.compile(rb'<link[^>]*href="(?:https?:)?//[^"]*"[^>]*>')  # stylesheets from a CDN (Font Awesome)
+_WATCH = b"""<script>
+(function () {  /* dropclass explore: say so when the server stops, instead of leaving the page silently stale */
+  var failures = 0, banner = null;
+  function show() {
+    banner = document.createElement("div");
+    banner.className = "dropclass-disconnected"; banner.setAttribute("role", "alert");
+    banner.textContent = "Disconnected: the explorer's server has stopped, so the panels no longer change. " +
+                         "Start `dropclass explore` again and reload this page.";
+    banner.style.cssText = "position:fixed;top:0;left:0;right:0;z-index:10000;padding:10px 16px;" +
+                           "background:#b00020;color:#fff;font:14px/1.4 sans-serif";
+    document.body.appendChild(banner);
+  }
+  function ping() {
+    fetch("%s", {cache: "no-store"}).then(function (r) {
+      if (!r.ok) throw new Error(r.status);
+      failures = 0;
+      if (banner) { banner.remove(); banner = null; }
+    }).catch(function () { failures += 1; if (failures >= 2 && !banner) show(); });
+  }
+  setInterval(ping, 2000);
+})();
+</script>""".replace(b"%s", ALIVE_PATH.encode())
+
+
+def _offline_page(page: bytes) -> bytes:
+    "The served page without stylesheets from the internet (it works offline) and with the disconnection notice."
+    page = _EXTERNAL.sub(b"", page)
+    return page.replace(b"</body>", _WATCH + b"</body>", 1) if b"</body>" in page else page
+
+
 def _voila():
+    "Voila's app with the explorer's additions: the page made offline, and the alive path for the disconnection notice."
     try:
         from voila.app import Voila
     except ImportError:
         raise ImportError("dropclass explore needs Voila to serve the explorer, and Voila is not installed: "
                           "pip install \"dropclass[explore]\" (or pip install voila)") from None
-    return Voila
+    from tornado.web import OutputTransform, RequestHandler
+
+    class Alive(RequestHandler):
+        def get(self):
+            self.set_header("Cache-Control", "no-store")
+            self.finish("ok")
+
+    class OfflinePage(OutputTransform):
+        "Edits HTML responses only, chunk by chunk (Voila streams the page as the notebook runs)."
+        html = False
+
+        def transform_first_chunk(self, status_code, headers, chunk, finishing):
+            self.html = headers.get("Content-Type", "").startswith("text/html")
+            if self.html:
+                chunk = _offline_page(chunk)
+                if "Content-Length" in headers: headers["Content-Length"] = str(len(chunk))
+            return status_code, headers, chunk
+
+        def transform_chunk(self, chunk, finishing): return _offline_page(chunk) if self.html else chunk
+
+    class ExplorerVoila(Voila):
+        def init_handlers(self):
+            self.app.transforms.insert(0, OfflinePage)  # before compression
+            return [(ALIVE_PATH, Alive), *super().init_handlers()]
+
+    return ExplorerVoila
 
 
 def _check_port(port: int, host: str = "localhost"):
@@ -114,16 +204,21 @@ def serve(
     split: str | None = None,  # split to explore (default: the val split)
     length: int = 100,  # number of synthetic scenes
 ) -> None:
-    "Serve the explorer with Voila on http://localhost:PORT/ until interrupted."
-    Voila = _voila()
+    "Serve the explorer with Voila on http://localhost:PORT/ until interrupted; says first what it will do and how long it takes."
     for p in (checkpoints or {}).values():
         if not Path(p).is_file(): raise FileNotFoundError(f"no checkpoint at {p}")
     _check_port(port)
+    url = f"http://localhost:{port}/"
+    plan = None if checkpoints else default_pair_plan(cache_dir)
+    print(f"dropclass explore: {plan} Then the explorer will be served at {url}" if plan else
+          f"dropclass explore: starting the server (a few seconds); the explorer will be at {url}", flush=True)
+    Voila = _voila()
     checkpoints = {n: str(Path(p).resolve()) for n, p in (checkpoints or default_checkpoints(cache_dir)).items()}
     folder = Path(tempfile.mkdtemp(prefix="dropclass-explore-"))
-    nb = app_notebook(folder / "explorer.ipynb")
+    nb = app_notebook(folder / APP_NOTEBOOK)
     os.environ[APP_ENV] = json.dumps({"checkpoints": checkpoints, "split": split, "length": length})
-    print(f"dropclass explore: the explorer of {', '.join(checkpoints)} is at http://localhost:{port}/ (Ctrl-C stops it)", flush=True)
+    print(f"dropclass explore: the explorer of {', '.join(checkpoints)} is at {url} (the page takes a few seconds to load "
+          "the models; Ctrl-C stops the server)", flush=True)
     argv = [str(nb), f"--port={port}", "--Voila.ip=localhost", "--Voila.port_retries=0",
             "--MappingKernelManager.cull_idle_timeout=600", "--MappingKernelManager.cull_interval=60"]  # a closed page frees its kernel
     argv += [] if open_browser else ["--no-browser"]

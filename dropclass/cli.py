@@ -77,8 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("explore", help="serve the class-drop explorer as a web page on localhost (needs Voila)",
                        description="Serve the class-drop explorer (notebook 34) with Voila on http://localhost:PORT/: choose "
                                    "an image, a class to drop and a class to inspect, and compare a baseline with a DropClass "
-                                   "model. Without checkpoints, a small baseline and DropClass model are trained on synthetic "
-                                   "scenes on first use (a few minutes on a CPU) and cached. Needs Voila: "
+                                   "model. Without checkpoints, it opens on the models of a finished `dropclass demo` in runs/demo, "
+                                   "or trains the same pair once (about six minutes on two CPU cores; it says so "
+                                   "before it starts) and caches it. Needs Voila: "
                                    "pip install \"dropclass[explore]\".")
     x.add_argument("--baseline", default=None, metavar="CKPT", help="checkpoint of a baseline model (written by dropclass train)")
     x.add_argument("--dropclass", default=None, metavar="CKPT", help="checkpoint of a DropClass model")

@@ -200,6 +200,7 @@ _CSS = """<style>
 .dropclass-explorer .dropclass-swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #444;
   vertical-align: -2px; margin-right: 4px; }
 .dropclass-explorer .dropclass-legend span.item { display: inline-block; margin: 0 14px 2px 0; font-size: 12px; white-space: nowrap; }
+.dropclass-explorer .dropclass-wide { grid-column: span 2; }
 .dropclass-explorer .dropclass-readout { font-size: 13px; line-height: 1.4; padding: 6px 10px; background: #f4f6fa;
   border-left: 4px solid #4c72b0; }
 </style>"""
@@ -244,7 +245,8 @@ class ClassDropExplorer:
         self.image_control = W.IntSlider(value=1, min=1, max=len(dataset), description="image", continuous_update=False,
                                          style=style, tooltip=f"which of the {len(dataset)} scenes (numbered from 1)")
         self.model_control = W.ToggleButtons(options=list(self.models), value=model, description="model", style=style,
-                                             tooltips=[f"show the {n} model" for n in self.models])
+                                             tooltips=[f"show the {n} model" for n in self.models],
+                                             tooltip="the model whose panels are shown")
         self.drop_control = W.Dropdown(options=["none", *names], value="none", description="drop class", style=style,
                                        tooltip="the class z to drop from the drop branch (marked: in this scene)")
         self.inspect_control = W.Dropdown(options=names, value=names[0], description="inspect class", style=style,
@@ -253,24 +255,25 @@ class ClassDropExplorer:
                        (self.inspect_control, "inspect")):
             w.add_class(f"dropclass-{css}")
             w.observe(self._changed, names="value")
-        self.status, self.legend, self.readout = W.HTML(), W.HTML(), W.HTML()
+        html = lambda value="": W.HTML(value, tooltip="")  # a tooltip of None would show as "null" on hover
+        self.status, self.legend, self.readout = html(), html(), html()
         self.legend.add_class("dropclass-legend"); self.readout.add_class("dropclass-suppression")
         self.log = W.Output(layout={"max_height": "160px", "overflow": "auto"})  # gets a red border while it shows an error
         self.log.add_class("dropclass-log")
         self._build_figures()
         self.png: dict[str, bytes] = {}  # the PNG on show in each panel
-        self.titles = {p: W.HTML() for p in PANELS}
-        self.views = {p: W.HTML() for p in PANELS}  # an <img> of the panel's figure, as wide as the panel
-        self.captions = {p: W.HTML() for p in PANELS}
+        self.titles = {p: html() for p in PANELS}
+        self.views = {p: html() for p in PANELS}  # an <img> of the panel's figure, as wide as the panel
+        self.captions = {p: html() for p in PANELS}
         for p in PANELS:
             self.views[p].add_class(f"dropclass-{p}-view"); self.captions[p].add_class(f"dropclass-{p}-caption")
-        cell = lambda p: W.VBox([self.titles[p], self.views[p], self.captions[p]],
-                                layout=W.Layout(grid_column="span 2" if p == "bars" else "auto", min_width="0"))
-        grid = W.GridBox([cell(p) for p in PANELS], layout=W.Layout(
+        cells = {p: W.VBox([self.titles[p], self.views[p], self.captions[p]], layout=W.Layout(min_width="0")) for p in PANELS}
+        cells["bars"].add_class("dropclass-wide")  # two grid columns: 19 bars need the width
+        grid = W.GridBox(list(cells.values()), layout=W.Layout(
             grid_template_columns="repeat(auto-fill, minmax(290px, 1fr))", grid_gap="14px 18px", width="100%"))
         controls = W.Box([self.image_control, self.model_control, self.drop_control, self.inspect_control],
                          layout=W.Layout(flex_flow="row wrap", grid_gap="6px 28px", width="100%"))
-        self.widget = W.VBox([W.HTML(_CSS), controls, self.status, self.readout, self.legend, grid, self.log],
+        self.widget = W.VBox([html(_CSS), controls, self.status, self.readout, self.legend, grid, self.log],
                              layout=W.Layout(width="100%"))
         self.widget.add_class("dropclass-explorer")
         self.set(image=image, drop=drop, inspect=inspect)

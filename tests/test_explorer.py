@@ -3,6 +3,7 @@ the default pair's cache, `dropclass explore`'s errors, and the served page driv
 import dataclasses
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -342,8 +343,11 @@ def test_models_must_match_the_labels(dc):
 def test_default_checkpoints_train_once_then_load(tmp_path, monkeypatch):
     monkeypatch.setattr(app_module, "EXPLORER_PRESET", "tiny")
     small = {"max_iters": 2, "ckpt_every": 2, "train_length": 16, "eval_length": 4}
+    assert "training the demo's baseline and DropClass models first" in app_module.default_pair_plan(tmp_path, small)
     ckpts = default_checkpoints(tmp_path, progress=False, overrides=small)
     assert list(ckpts) == ["baseline", "DropClass"] and all(p.is_file() for p in ckpts.values())
+    assert not list(tmp_path.rglob("best.pt")), "the cache keeps a best.pt the explorer never reads"
+    assert app_module.default_pair_plan(tmp_path, small) is None
     assert isinstance(load_model(ckpts["DropClass"])[0], DropClass) and not isinstance(load_model(ckpts["baseline"])[0], DropClass)
 
     def no_training(cfg): raise AssertionError("the cached pair was trained again")
@@ -406,54 +410,162 @@ def _browser_ready():
     return None
 
 
+def _start_explore(tmp_path, port, *args, cwd=None) -> tuple[subprocess.Popen, Path]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_PLATFORM_DIRS": "1", "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "explore.log"
+    proc = subprocess.Popen([sys.executable, "-m", "dropclass.cli", "explore", "--port", str(port), "--no-browser", *args],
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd or tmp_path)
+    return proc, log
+
+
+def _stop(proc: subprocess.Popen):
+    proc.terminate()  # Voila stops on SIGTERM and shuts its kernels down
+    try: proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill(); proc.wait()
+
+
+def _wait_for_text(log: Path, text: str, proc: subprocess.Popen, timeout: float) -> float:
+    "Seconds until `text` appears in the log of `proc`."
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if text in log.read_text(): return time.monotonic() - start
+        if proc.poll() is not None: raise AssertionError(f"dropclass explore exited with status {proc.returncode}:\n{log.read_text()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} did not appear within {timeout} s:\n{log.read_text()}")
+
+
+def test_explore_says_what_it_does_at_once(tmp_path):
+    "Without models, `dropclass explore` says within 2 s that it will train first, and for how long."
+    proc, log = _start_explore(tmp_path, _free_port(), "--cache-dir", str(tmp_path / "cache"))
+    try:
+        seconds = _wait_for_text(log, "dropclass explore: no trained models found", proc, 60)
+        assert "minutes" in log.read_text()
+    finally: _stop(proc)
+    assert seconds < 2.0, f"the first line came after {seconds:.1f} s"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("voila") is None, reason="Voila is not installed")
+def test_explore_prints_its_url_soon_and_answers_alive(runs, tmp_path):
+    port = _free_port()
+    proc, log = _start_explore(tmp_path, port, "--baseline", str(runs["baseline"]), "--dropclass", str(runs["dropclass"]))
+    try:
+        seconds = _wait_for_text(log, f"is at http://localhost:{port}/", proc, 60)
+        _wait_for_port(port, proc, log, 60)
+        import urllib.request
+        with urllib.request.urlopen(f"http://localhost:{port}{app_module.ALIVE_PATH}", timeout=10) as r:
+            assert r.read() == b"ok"
+    finally: _stop(proc)
+    assert seconds < 30, f"the URL came after {seconds:.1f} s"
+
+
+def test_the_explorer_in_a_jupyter_kernel(runs, tmp_path):
+    "As in JupyterLab: a notebook run headless in a real kernel builds the widget, sets a state and reads panels back."
+    import nbformat
+    from nbclient import NotebookClient
+    code = f"""
+import json, numpy as np
+from dropclass.explorer import ClassDropExplorer
+ex = ClassDropExplorer.from_checkpoints({{"baseline": {str(runs["baseline"])!r}, "DropClass": {str(runs["dropclass"])!r}}}, length=4)
+ex.set(image=1, drop="road", inspect="car")
+print(json.dumps({{"state": ex.state, "model": ex.state["model"], "changed": int(ex.panels["changed"].sum()),
+                  "shape": list(ex.panels["output"].shape), "error": ex.error, "readout": "Suppression of road" in ex.readout.value}}))
+ex"""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    env_path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = env_path
+    try: NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        if old is None: os.environ.pop("PYTHONPATH", None)
+        else: os.environ["PYTHONPATH"] = old
+    outputs = nb.cells[0].outputs
+    import json
+    printed = json.loads(next(o for o in outputs if o.output_type == "stream").text.strip().splitlines()[-1])
+    assert printed["state"] == {"image": 1, "drop": "road", "inspect": "car", "model": "DropClass"}
+    assert printed["error"] is None and printed["readout"] and printed["shape"] == [64, 128]
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), "no widget was displayed"
+
+
+def _artifacts() -> Path:
+    "Where the browser test leaves its screenshots: $DROPCLASS_ARTIFACTS, else artifacts/explorer in the repository."
+    folder = Path(os.environ.get("DROPCLASS_ARTIFACTS") or REPO / "artifacts" / "explorer")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+_NO_OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('.dropclass-explorer .dropclass-caption, .dropclass-explorer img, .dropclass-readout')]
+    .filter(el => el.getBoundingClientRect().right > width + 1).map(el => el.className);
+  return {scroll: document.documentElement.scrollWidth, width: width, wide: wide};
+}"""
+
+
 @pytest.mark.skipif(_browser_ready() is not None, reason=str(_browser_ready()))
 def test_explore_in_a_browser(runs, tmp_path):
-    "Serve the explorer with `dropclass explore`, open it in headless Chromium, drop a class in the page, see the drop panel change."
+    "Serve the explorer, open it in headless Chromium at two screen sizes, drop a class the model predicts, read the page."
     from playwright.sync_api import sync_playwright
 
-    # the class whose drop changes the DropClass model's prediction of the first scene most, found without a browser
+    # the class predicted in the first scene whose drop changes the DropClass model's output most, found without a browser
     model, cfg = load_model(runs["dropclass"])
-    image = explorer_dataset(cfg, None, 4)[0][0]
-    kept = explore_state(model, image, None, 0).kept_prediction
-    changes = [int((explore_state(model, image, z, 0).drop_prediction != kept).sum()) for z in range(CITYSCAPES.num_classes)]
-    z = CITYSCAPES.classes[int(np.argmax(changes))]
-    assert max(changes) > 0
+    image, mask = explorer_dataset(cfg, None, 4)[0]
+    out = explore_state(model, image, None, 0).output_prediction
+    changes = {z: int((explore_state(model, image, z, 0).drop_prediction != out).sum()) for z in np.unique(out).tolist()}
+    z = CITYSCAPES.classes[max(changes, key=changes.get)]
+    assert max(changes.values()) > 0
+    present = {CITYSCAPES.classes[c] for c in set(np.unique(mask.numpy()).tolist()) | set(np.unique(out).tolist()) if c < 19}
 
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_PLATFORM_DIRS": "1"}
-    log = (tmp_path / "explore.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "dropclass.cli", "explore", "--baseline", str(runs["baseline"]),
-                             "--dropclass", str(runs["dropclass"]), "--port", str(port), "--no-browser", "--length", "4"],
-                            stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    port, requests = _free_port(), []
+    proc, log = _start_explore(tmp_path, port, "--baseline", str(runs["baseline"]), "--dropclass", str(runs["dropclass"]), "--length", "4")
     try:
-        _wait_for_port(port, proc, tmp_path / "explore.log", 120)
+        _wait_for_port(port, proc, log, 120)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1300})
+                page = browser.new_page(viewport={"width": 1920, "height": 1080}, device_scale_factor=1)
+                page.on("request", lambda r: requests.append(r.url))
                 page.goto(f"http://localhost:{port}/", timeout=120_000)
                 drop = page.locator(".dropclass-drop select")
                 drop.wait_for(state="visible", timeout=240_000)  # the kernel ran the app notebook and the widgets rendered
-                page.locator(".dropclass-model button", has_text="DropClass").click()
-                page.get_by_text("nothing dropped: the model's prediction at inference").wait_for(timeout=60_000)
-                panel = page.locator("img.dropclass-drop-panel")
-                loaded = "el => el.complete && el.naturalWidth > 0"
-                page.wait_for_function(loaded, arg=panel.element_handle(), timeout=30_000)
-                src, shot = panel.get_attribute("src"), panel.screenshot()
-                drop.select_option(label=z)
-                page.wait_for_function("([el, old]) => el.src !== old", arg=[panel.element_handle(), src], timeout=60_000)
-                page.wait_for_function(loaded, arg=panel.element_handle(), timeout=30_000)
-                assert panel.screenshot() != shot, "the drop-branch panel did not change after dropping a class in the page"
-                page.locator(".dropclass-explorer").get_by_text(f"{z} dropped:").wait_for(timeout=30_000)  # the drop panel's caption
+                assert page.title() == "DropClass explorer"
+                page.locator(".dropclass-readout").get_by_text("Nothing dropped").wait_for(timeout=60_000)  # opens on DropClass
+                changed = page.locator("img.dropclass-changed-panel")
+                src = changed.get_attribute("src")
+                drop.select_option(label=f"{z} (in scene)")  # the drop list marks the classes of the scene
+                page.wait_for_function("old => document.querySelector('img.dropclass-changed-panel').src !== old", arg=src,
+                                       timeout=60_000)  # each update sends a new <img>
+                caption = page.locator(".dropclass-changed-caption").inner_text()
+                assert re.search(r"^[1-9]\d* pixels", caption.strip()), f"the changed-pixel map is empty: {caption!r}"
+                readout = page.locator(".dropclass-suppression").inner_text()
+                assert f"Suppression of {z}" in readout and "% of the" in readout, readout
+                legend = page.locator(".dropclass-legend").inner_text()
+                listed = set(re.findall(r"([a-z][a-z ]*?) \((?:ground truth|predicted)", legend))
+                assert present <= {name.strip() for name in listed}, (present, legend)
+                nulls = page.evaluate("() => [...document.querySelectorAll('[title=null]')].map(e => e.tagName + '.' + e.className)")
+                assert not nulls, f"elements with a 'null' tooltip: {nulls[:5]}"
+                assert all(img.get_attribute("alt") for img in page.locator(".dropclass-explorer img").all())
                 assert page.locator(".dropclass-log").inner_text().strip() == "", "the explorer reported an error"
+                for width, height in ((1920, 1080), (1024, 768)):
+                    page.set_viewport_size({"width": width, "height": height})
+                    page.wait_for_timeout(500)
+                    fit = page.evaluate(_NO_OVERFLOW)
+                    page.screenshot(path=str(_artifacts() / f"explorer_{width}x{height}.png"))  # what the screen shows
+                    assert fit["scroll"] <= fit["width"] and not fit["wide"], f"at {width}x{height}: {fit}"
+                    bottom = page.evaluate("() => document.querySelector('.dropclass-explorer').getBoundingClientRect().bottom")
+                    page.set_viewport_size({"width": width, "height": int(bottom) + 40})  # Voila scrolls inside the page
+                    page.wait_for_timeout(300)
+                    page.screenshot(path=str(_artifacts() / f"explorer_{width}_whole.png"))
+                outside = [u for u in requests if not u.startswith(("http://localhost", "data:", "blob:", "ws://localhost"))]
+                assert not outside, f"the page fetched from the internet: {outside[:3]}"
+                _stop(proc)  # the server goes away: the page must say so
+                page.get_by_text("Disconnected: the explorer's server has stopped").wait_for(timeout=20_000)
+                page.screenshot(path=str(_artifacts() / "explorer_disconnected.png"))
             finally:
                 browser.close()
     finally:
-        proc.terminate()  # Voila stops on SIGTERM and shuts its kernels down
-        try: proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill(); proc.wait()
-        log.close()
-    output = (tmp_path / "explore.log").read_text()
+        _stop(proc)
+    output = log.read_text()
     assert f"http://localhost:{port}/" in output, output
