@@ -201,6 +201,7 @@ _CSS = """<style>
   vertical-align: -2px; margin-right: 4px; }
 .dropclass-explorer .dropclass-legend span.item { display: inline-block; margin: 0 14px 2px 0; font-size: 12px; white-space: nowrap; }
 .dropclass-explorer .dropclass-wide { grid-column: span 2; }
+.dropclass-explorer .dropclass-grid { grid-auto-flow: row dense; }  /* a narrow panel fills the gap the wide one leaves */
 .dropclass-explorer .dropclass-readout { font-size: 13px; line-height: 1.4; padding: 6px 10px; background: #f4f6fa;
   border-left: 4px solid #4c72b0; }
 </style>"""
@@ -271,6 +272,7 @@ class ClassDropExplorer:
         cells["bars"].add_class("dropclass-wide")  # two grid columns: 19 bars need the width
         grid = W.GridBox(list(cells.values()), layout=W.Layout(
             grid_template_columns="repeat(auto-fill, minmax(290px, 1fr))", grid_gap="14px 18px", width="100%"))
+        grid.add_class("dropclass-grid")
         controls = W.Box([self.image_control, self.model_control, self.drop_control, self.inspect_control],
                          layout=W.Layout(flex_flow="row wrap", grid_gap="6px 28px", width="100%"))
         self.widget = W.VBox([html(_CSS), controls, self.status, self.readout, self.legend, grid, self.log],
