@@ -472,7 +472,16 @@ ex.set(image=1, drop="road", inspect="car")
 print(json.dumps({{"state": ex.state, "model": ex.state["model"], "changed": int(ex.panels["changed"].sum()),
                   "shape": list(ex.panels["output"].shape), "error": ex.error, "readout": "Suppression of road" in ex.readout.value}}))
 ex"""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    keys = """
+drawn = ex.updates
+for i in (2, 3, 4):
+    ex.image_control.value = i  # as key presses in the page: on the kernel's event loop, only the last is drawn
+"""
+    after = """
+import asyncio
+await asyncio.sleep(ex.settle + 1.0)
+print(json.dumps({"extra_updates": ex.updates - drawn, "image": ex.state["image"], "caption": ex.captions["scene"].value}))"""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (code, keys, after)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     env_path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     old = os.environ.get("PYTHONPATH")
@@ -487,6 +496,8 @@ ex"""
     assert printed["state"] == {"image": 1, "drop": "road", "inspect": "car", "model": "DropClass"}
     assert printed["error"] is None and printed["readout"] and printed["shape"] == [64, 128]
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), "no widget was displayed"
+    skipped = json.loads(nb.cells[2].outputs[0].text)
+    assert skipped["extra_updates"] == 1 and skipped["image"] == 3 and "image 4 of 4" in skipped["caption"], skipped
 
 
 def _artifacts() -> Path:
