@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from .adapters import FeaturesClassifier, convert_head_to_1x1
-from .conventions import IGNORE_INDEX, check_type, setting, unwrap
+from .conventions import IGNORE_INDEX, check_type, logits_of, setting, unwrap
 from .core import DROPCLASS_OPTIONS, DropClass
 from .diagnostics import drop_diagnostics
 from .data.balance import (ClassStats, HRNET_CITYSCAPES_WEIGHTS, RepeatFactorSampler, class_statistics,
@@ -591,7 +591,7 @@ def step_loss(model, cfg: TrainConfig, images, masks, it: int, schedule: DropSch
     if cfg.method == "ignore_label":
         z = sample_drop(int(weight.numel()) if weight is not None else _num_classes(model), 1.0, gen)
         masks = drop_labels(masks, z, ignore_index)
-    loss = upsampled_cross_entropy(model(images), masks, weight=weight, ignore_index=ignore_index)
+    loss = upsampled_cross_entropy(logits_of(model(images)), masks, weight=weight, ignore_index=ignore_index)  # torchvision: {"out": ...}
     return loss, {"ce": loss.item(), "total": loss.item()}
 
 

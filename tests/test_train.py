@@ -1,4 +1,5 @@
 """Training: configuration, exact resumption, atomic and validated checkpoints, methods, DDP, the command line."""
+import math
 import json
 import os
 import socket
@@ -12,6 +13,7 @@ import torch
 
 from _shared import Stop, stop_at, weights
 from dropclass.cli import main as cli
+from dropclass.experiments import run_history
 from dropclass.train import TrainConfig, config_from, load_checkpoint, load_model, train
 
 
@@ -219,3 +221,14 @@ def test_cli_help():
     out = subprocess.run([sys.executable, "-c", "from dropclass.cli import main; main(['train', '--help'])"],
                          capture_output=True, text=True)
     assert out.returncode == 0 and "--config" in out.stdout and "--set" in out.stdout
+
+
+@pytest.mark.parametrize("method", ["baseline", "ignore_label"])
+def test_a_torchvision_model_trains_without_dropclass(method, tmp_path):
+    "torchvision's segmentation models return {'out': logits}; the plain losses read the logits out of it."
+    cfg = config_from("tiny", {"arch": "deeplabv3_mobilenet_v3_large", "method": method, "max_iters": 1, "eval_length": 2,
+                               "out_dir": str(tmp_path / method), "eval_splits": (), "progress": False})
+    metrics = train(cfg)
+    history = [e for e in run_history(tmp_path / method) if "ce" in e]
+    assert history and all(math.isfinite(e["ce"]) for e in history)
+    assert math.isfinite(metrics["splits"][cfg.val_split]["miou"])
