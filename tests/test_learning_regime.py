@@ -291,4 +291,5 @@ def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):
         ex.set(**change)
         assert ex.error is None, (change, ex.error)
     ex.set(model="DropClass", drop="road")
-    assert "this model on 4 val scenes" in ex.captions["drop"].value and "mean probability of <b>road</b>" in ex.captions["bars"].value
+    assert "Suppression of road" in ex.readout.value and "Over 4 val scenes" in ex.readout.value  # the run's diagnostics
+    assert "road" in ex.captions["bars"].value and "<b>road</b> dropped" in ex.captions["drop"].value
