@@ -31,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from dropclass.conventions import logits_of
+
 ARCHS = ("hrnetv2_w18_small_v1", "hrnetv2_w18_small_v2", "deeplabv3_mobilenet_v3_large")
 VARIANTS = ("baseline", "dropclass", "dropclass_reference")
 OFFICIAL_GPUS = 4  # the official recipe trains on four GPUs of `batch_size` images each
@@ -47,11 +49,6 @@ def _free(dev):
     "Return the memory of the previous measurement (its tensors, a failed step's traceback) before the next one."
     gc.collect()
     if dev.type == "cuda": torch.cuda.empty_cache()
-
-
-def _logits(out):
-    "The logits of a model's output: torchvision's segmentation models return {'out': logits}."
-    return out["out"] if isinstance(out, dict) else out
 
 
 def _error(e: BaseException) -> str:
@@ -103,7 +100,7 @@ def make(variant: str, arch: str, dev, compile_: bool, backend: str):
 
     def step(x, y):
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            loss = crit(net(x), y, lam=0.5)[0] if variant != "baseline" else upsampled_cross_entropy(_logits(net(x)), y)
+            loss = crit(net(x), y, lam=0.5)[0] if variant != "baseline" else upsampled_cross_entropy(logits_of(net(x)), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -169,7 +166,7 @@ def time_eval(variant: str, arch: str, args, dev) -> dict:
         times = []
         for i in range(args.warmup + args.reps):
             t = time.perf_counter()
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"): _logits(model(x)).argmax(1)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"): logits_of(model(x)).argmax(1)
             _sync(dev)
             if i >= args.warmup: times.append(time.perf_counter() - t)
     except Exception as e:

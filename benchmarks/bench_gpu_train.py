@@ -49,13 +49,9 @@ def window_means(values: list[float], frac: float = 0.1) -> tuple[float, float]:
 
 def loader_throughput(cfg, workers: int, batches: int, dev) -> dict:
     "Images per second of the training DataLoader alone (the run's dataset, order and augmentation), after its first batch."
-    from torch.utils.data import DataLoader
-    from dropclass.data.transforms import train_transforms
-    from dropclass.train import BatchKeys, EpochOrder, SeededAugment, dataset_for
+    from dropclass.train import EpochOrder, dataset_for, training_loader
     ds = dataset_for(cfg, cfg.train_split, length=cfg.train_length)
-    data = SeededAugment(ds, train_transforms(crop_size=cfg.crop_size, scale_range=cfg.scale_range), cfg.seed)
-    loader = DataLoader(data, batch_size=cfg.batch_size, sampler=BatchKeys(EpochOrder(len(ds), cfg.seed, cfg.batch_size)),
-                        num_workers=workers, pin_memory=dev.type == "cuda")
+    loader = training_loader(cfg, ds, EpochOrder(len(ds), cfg.seed, cfg.batch_size), device=dev, num_workers=workers)
     it = iter(loader)
     t_first = time.perf_counter()
     next(it)  # the workers start and fill their queues

@@ -63,6 +63,7 @@ def default_checkpoints(
     overrides: dict | None = None,  # further settings of both runs (e.g. {"max_iters": 60})
     demo_dir: str | Path | None = DEMO_DIR,  # a finished `dropclass demo` here is used as it is (when no overrides are given)
     jobs: int | None = None,  # trainings at a time (None: both side by side on a multi-core CPU)
+    announce: bool = True,  # say first what will be trained and how long it takes (`serve` says it itself, earlier)
 ) -> dict[str, Path]:  # model name -> checkpoint
     "The demo's baseline and DropClass checkpoints: those of a finished `dropclass demo`, else trained once into the cache."
     from dropclass.experiments import train_runs
@@ -72,8 +73,8 @@ def default_checkpoints(
         if progress: print(f"using the demo's models in {demo_dir}")
         return demo
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    plan = default_pair_plan(cache, overrides, demo_dir)
-    if plan and progress: print(plan, flush=True)
+    plan = default_pair_plan(cache, overrides, demo_dir) if announce and progress else None
+    if plan: print(plan, flush=True)
     cfgs = {name: config_from(EXPLORER_PRESET, {**EXPLORER_OVERRIDES, **(overrides or {}), "method": method,
                                                 "out_dir": str(cache / method), "progress": progress})
             for method, name in MODEL_NAMES.items()}
@@ -213,7 +214,7 @@ def serve(
     print(f"dropclass explore: {plan} Then the explorer will be served at {url}" if plan else
           f"dropclass explore: starting the server (a few seconds); the explorer will be at {url}", flush=True)
     Voila = _voila()
-    checkpoints = {n: str(Path(p).resolve()) for n, p in (checkpoints or default_checkpoints(cache_dir)).items()}
+    checkpoints = {n: str(Path(p).resolve()) for n, p in (checkpoints or default_checkpoints(cache_dir, announce=False)).items()}
     folder = Path(tempfile.mkdtemp(prefix="dropclass-explore-"))
     nb = app_notebook(folder / APP_NOTEBOOK)
     os.environ[APP_ENV] = json.dumps({"checkpoints": checkpoints, "split": split, "length": length})

@@ -117,18 +117,18 @@ def explore_state(
     plain, kept, drop, sums = cpu(plain), cpu(kept), cpu(drop), cpu(sums)
     output = "drop" if model.inference == "drop" else "plain"
     out = kept if output == "drop" else plain
-    out_pred = out.argmax(1)[0]
+    out_pred, drop_pred = out.argmax(1)[0], drop.argmax(1)[0]
     region, still = None, None
     if z is not None:
-        region = out_pred == z
-        if mask is not None: region = region | (mask.cpu() == z)
         predicted = out_pred == z
-        if predicted.any(): still = float((drop.argmax(1)[0][predicted] == z).float().mean())
+        region = predicted | (mask.cpu() == z) if mask is not None else predicted
+        if predicted.any(): still = float((drop_pred[predicted] == z).float().mean())
     before, after = _means(out, region), _means(drop, region)
+    (plain_logits, plain_probs), (kept_logits, kept_probs), (drop_logits, drop_probs) = map(_means, (plain, kept, drop))
     return ExploreState(
-        output_prediction=out_pred.numpy(), drop_prediction=drop.argmax(1)[0].numpy(), prediction=plain.argmax(1)[0].numpy(),
-        kept_prediction=kept.argmax(1)[0].numpy(), output=output, plain_logits=_means(plain)[0], plain_probs=_means(plain)[1],
-        kept_logits=_means(kept)[0], kept_probs=_means(kept)[1], drop_logits=_means(drop)[0], drop_probs=_means(drop)[1],
+        output_prediction=out_pred.numpy(), drop_prediction=drop_pred.numpy(), prediction=plain.argmax(1)[0].numpy(),
+        kept_prediction=kept.argmax(1)[0].numpy(), output=output, plain_logits=plain_logits, plain_probs=plain_probs,
+        kept_logits=kept_logits, kept_probs=kept_probs, drop_logits=drop_logits, drop_probs=drop_probs,
         region=None if region is None else region.numpy(), before_logits=before[0], before_probs=before[1],
         after_logits=after[0], after_probs=after[1], still_predicted=still,
         logit_range=(float(out.min()), float(out.max())), class_map=sums[c].numpy(),
@@ -400,20 +400,23 @@ def _update(self: ClassDropExplorer):
                        "after_probs": s.after_probs if changed is not None else None,
                        "class_map": s.class_map_relative, "gradcam": s.gradcam}
         lo, hi = self._logit_limits.get(st["model"], s.logit_range)  # fixed per model from its first scene's logits,
-        for v in (s.before_logits, s.after_logits if changed is not None else s.before_logits):  # widened only if a bar overflows
-            if np.isfinite(v).any(): lo, hi = min(lo, float(np.nanmin(v))), max(hi, float(np.nanmax(v)))
+        for v in (p for p in (self.panels["before_logits"], self.panels["after_logits"]) if p is not None):
+            if np.isfinite(v).any(): lo, hi = min(lo, float(np.nanmin(v))), max(hi, float(np.nanmax(v)))  # widened if a bar overflows
         self._logit_limits[st["model"]] = (lo, hi)
         keys = {"scene": (st["image"],), "output": (st["model"], st["image"]), "plain": (st["model"], st["image"]),
                 "drop": (st["model"], st["image"], st["drop"]), "changed": (st["model"], st["image"], st["drop"]),
                 "bars": (st["model"], st["image"], st["drop"], st["inspect"], self._logit_limits[st["model"]]),
                 "class_map": (st["model"], st["image"], st["inspect"]), "gradcam": (st["model"], st["image"], st["inspect"])}
-        for p in PANELS:
+        titles, images = self._titles(st, has_drop), {}
+        for p in PANELS:  # a panel is drawn, encoded and sent only when what it shows changed (its title and alt text too)
             if self._drawn.get(p) != keys[p]:
                 getattr(self, f"_draw_{p}")(st, s, has_drop)
                 self.png[p] = _png(self.figures[p])
+                alt = f"{titles[p][0]} (image {st['image'] + 1}" + ("" if p == "scene" else f", model {st['model']}") + ")"
+                images[p] = _img_html(self.png[p], f"dropclass-{p}-panel", alt)
                 self._drawn[p] = keys[p]
-        self._captions(st, s, has_drop)
-        for p in PANELS: self.views[p].value = _img_html(self.png[p], f"dropclass-{p}-panel", self._alt(p, st, has_drop))
+        self._captions(st, s, has_drop, titles)  # the captions reach the page before the images they describe
+        for p, image in images.items(): self.views[p].value = image
         self._mark_present(s)
         self.error = None
         self.updates += 1
@@ -427,7 +430,7 @@ def _update(self: ClassDropExplorer):
 @patch
 def _mark_present(self: ClassDropExplorer, s: ExploreState):
     "Mark in the drop list the classes of this scene (ground truth or predicted), without an update."
-    present = set(np.unique(self.panels["ground_truth"]).tolist()) | set(np.unique(s.output_prediction).tolist())
+    present = set(present_classes(self.labels, self.panels["ground_truth"], s.output_prediction))
     options = [("none", "none")] + [(f"{n} (in scene)" if i in present else n, n) for i, n in enumerate(self.labels.classes)]
     if list(self.drop_control.options) != options:
         with self._hold():
@@ -529,20 +532,14 @@ def _titles(self: ClassDropExplorer, st, has_drop) -> dict[str, tuple[str, str]]
 
 
 @patch
-def _alt(self: ClassDropExplorer, p: str, st, has_drop) -> str:
-    "Alt text of panel `p`: its title and the scene."
-    return f"{self._titles(st, has_drop)[p][0]} (image {st['image'] + 1}, model {st['model']})"
-
-
-@patch
-def _captions(self: ClassDropExplorer, st, s, has_drop):
+def _captions(self: ClassDropExplorer, st, s, has_drop, titles: dict[str, tuple[str, str]]):
     e, z, c, p, cap = html.escape, st["drop"], st["inspect"], self.panels, self.captions
     small = lambda text: f'<div class="dropclass-caption">{text}</div>'
-    for name, (title, sub) in self._titles(st, has_drop).items():
+    for name, (title, sub) in titles.items():
         self.titles[name].value = f'<div class="dropclass-title">{e(title)}</div><div class="dropclass-sub">{e(sub)}</div>'
     gt, ignore, n = p["ground_truth"], self.labels.ignore_index, s.output_prediction.size
-    in_gt = [self.labels.classes[i] for i in np.unique(gt) if i != ignore and 0 <= i < self.labels.num_classes]
-    cap["scene"].value = small(f"image {st['image'] + 1} of {len(self.dataset)}; {len(in_gt)} classes in the ground truth")
+    cap["scene"].value = small(f"image {st['image'] + 1} of {len(self.dataset)}; {len(present_classes(self.labels, gt))} "
+                               "classes in the ground truth")
     cap["output"].value = small(f"{e(st['model'])}: pixel accuracy {100 * _accuracy(s.output_prediction, gt, ignore):.1f}%")
     disagree = 100 * float((s.prediction != s.output_prediction).mean())
     cap["plain"].value = small(f"pixel accuracy {100 * _accuracy(s.prediction, gt, ignore):.1f}%; differs from the model's "
@@ -604,13 +601,11 @@ def _readout(self: ClassDropExplorer, st, s, has_drop) -> str:
 @patch
 def _legend(self: ClassDropExplorer, s: ExploreState) -> str:
     "The colours of the classes in this scene: in the ground truth, in the output or in the drop branch's prediction."
-    shown = display_labels(self.labels)
-    gt = set(np.unique(self.panels["ground_truth"]).tolist())
-    predicted = set(np.unique(s.output_prediction).tolist()) | (
-        set(np.unique(s.drop_prediction).tolist()) if self.panels["drop_prediction"] is not None else set())
+    shown, predictions = display_labels(self.labels), [s.output_prediction] + (
+        [s.drop_prediction] if self.panels["drop_prediction"] is not None else [])
+    gt, predicted = set(present_classes(self.labels, self.panels["ground_truth"])), set(present_classes(self.labels, *predictions))
     items = []
-    for i in present_classes(self.labels, self.panels["ground_truth"], s.output_prediction,
-                             *([s.drop_prediction] if self.panels["drop_prediction"] is not None else [])):
+    for i in present_classes(self.labels, self.panels["ground_truth"], *predictions):
         where = ", ".join(w for w, there in (("ground truth", i in gt), ("predicted", i in predicted)) if there)
         r, g, b = shown.palette[i]
         items.append(f'<span class="item"><span class="dropclass-swatch" style="background: rgb({r},{g},{b})"></span>'

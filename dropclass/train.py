@@ -43,9 +43,9 @@ __all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'D', 'PRESETS', 'CHECKPOINT
            'seed_everything', 'rng_states', 'set_rng_states', 'save_checkpoint', 'non_finite', 'load_checkpoint',
            'Dist', 'init_distributed', 'resolve_device', 'GlobalBatchNorm', 'sync_batch_norm', 'EpochOrder',
            'BatchKeys', 'SeededAugment', 'dataset_for', 'class_weights_for', 'needs_stats', 'training_stats',
-           'tiny_net', 'init_convs', 'dropclass_options', 'build_model', 'step_loss', 'evaluate_split',
-           'diagnose_split', 'split_summary', 'labels_for', 'Run', 'prepare_run', 'train_step', 'train_iterations',
-           'finish_run', 'train', 'check_split', 'load_model']
+           'tiny_net', 'init_convs', 'dropclass_options', 'build_model', 'step_loss', 'training_loader',
+           'evaluate_split', 'diagnose_split', 'split_summary', 'labels_for', 'Run', 'prepare_run', 'train_step',
+           'train_iterations', 'finish_run', 'train', 'check_split', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -605,10 +605,25 @@ _RESUME_FREE = {"max_iters", "eval_every", "diag_length", "ckpt_every", "log_eve
                 "resume", "eval_splits", "eval_batch_size", "eval_length", "compile"}  # may change when resuming
 
 
-def _loader(dataset, sampler=None, batch_size=1, cfg=None, device=None, shuffle=False):
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=cfg.num_workers,
+def _loader(dataset, sampler=None, batch_size=1, cfg=None, device=None, shuffle=False, num_workers=None):
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle,
+                      num_workers=cfg.num_workers if num_workers is None else num_workers,
                       pin_memory=device is not None and device.type == "cuda", drop_last=False,
                       persistent_workers=False, generator=torch.Generator().manual_seed(0))  # draws nothing from the global generator
+
+
+def training_loader(
+    cfg: TrainConfig,
+    train_set,  # the training split (see `dataset_for`)
+    order: EpochOrder,  # which images each epoch visits, in which order
+    start: int = 0,  # first iteration (a resumed run starts where it stopped)
+    device=None,  # pins memory for a CUDA device
+    num_workers: int | None = None,  # default: cfg.num_workers
+) -> DataLoader:
+    "The training batches of `cfg`: `train_set` cropped and flipped with seeded randomness, in `order` from iteration `start`."
+    augment = train_transforms(crop_size=cfg.crop_size, scale_range=cfg.scale_range)
+    return _loader(SeededAugment(train_set, augment, cfg.seed), BatchKeys(order, start), cfg.batch_size, cfg, device,
+                   num_workers=num_workers)
 
 
 def evaluate_split(model, cfg: TrainConfig, split: str, device, d: Dist, length=None) -> ConfusionMatrix:
@@ -718,8 +733,7 @@ def prepare_run(cfg: TrainConfig) -> Run:
     per_epoch = cfg.iters_per_epoch or max(min(len(order.epoch(0)) // cfg.batch_size, cfg.max_iters // 10), 1)
     run.schedule = DropSchedule(cfg.max_iters, iters_per_epoch=per_epoch, by=cfg.ramp, lam_max=cfg.lam_max, p_max=cfg.p_max,
                                 ramp_end=cfg.ramp_end)
-    augment = train_transforms(crop_size=cfg.crop_size, scale_range=cfg.scale_range)
-    loader = _loader(SeededAugment(train_set, augment, cfg.seed), BatchKeys(order, run.step), cfg.batch_size, cfg, device)
+    loader = training_loader(cfg, train_set, order, run.step, device)
     if d.world > 1: run.net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile: run.net = torch.compile(run.net)
     if device.type == "cuda": torch.backends.cudnn.benchmark = True
