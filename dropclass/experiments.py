@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -61,6 +64,17 @@ def default_jobs() -> int:
     return 2 if (os.cpu_count() or 1) >= 2 and not torch.cuda.is_available() else 1
 
 
+@contextmanager
+def _exit_on_sigterm():
+    "SIGTERM (`kill`, a service manager) raises SystemExit in the main thread, so that `finally` blocks run; restored after."
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try: yield
+    finally: signal.signal(signal.SIGTERM, previous)
+
+
 def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> None:
     "Train the configs `jobs` at a time in child processes (cores split evenly), with one progress bar per run."
     threads = max(1, (os.cpu_count() or 2) // jobs)
@@ -68,32 +82,33 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
     todo, running = list(cfgs.items()), {}
     bars = {n: tqdm(total=c.max_iters, desc=f"{n} ({c.arch}-{c.encoder})", position=k, disable=not progress, leave=True)
             for k, (n, c) in enumerate(cfgs.items())}
-    try:
-        while todo or running:
-            while todo and len(running) < jobs:
-                name, cfg = todo.pop(0)
-                folder = Path(cfg.out_dir)
-                folder.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(folder / "config.json", json.dumps(asdict(cfg), indent=2).encode())
-                log = (folder / "train.log").open("a")
-                cmd = [sys.executable, "-m", "dropclass.cli", "train", "--config", str(folder / "config.json"), "--set", "progress=false"]
-                running[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, folder)
-            time.sleep(1.0)
-            for name, (proc, log, folder) in list(running.items()):
-                steps = [e["step"] for e in run_history(folder) if "ce" in e]
-                if steps: bars[name].update(max(steps) - bars[name].n)
-                if proc.poll() is None: continue
-                log.close()
-                del running[name]
-                if proc.returncode != 0:
-                    tail = (folder / "train.log").read_text()[-1500:]
-                    raise RuntimeError(f"training {name} in {folder} failed (exit code {proc.returncode}); the end of "
-                                       f"{folder / 'train.log'}:\n{tail}")
-                bars[name].update(cfgs[name].max_iters - bars[name].n)
-    finally:
-        for proc, log, _ in running.values():  # interrupted: stop the children; their last checkpoints stay complete
-            proc.terminate(); proc.wait(); log.close()
-        for b in bars.values(): b.close()
+    with _exit_on_sigterm():  # SIGTERM, like Ctrl-C or an error, reaches the `finally` that stops the children
+        try:
+            while todo or running:
+                while todo and len(running) < jobs:
+                    name, cfg = todo.pop(0)
+                    folder = Path(cfg.out_dir)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(folder / "config.json", json.dumps(asdict(cfg), indent=2).encode())
+                    log = (folder / "train.log").open("a")
+                    cmd = [sys.executable, "-m", "dropclass.cli", "train", "--config", str(folder / "config.json"), "--set", "progress=false"]
+                    running[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, folder)
+                time.sleep(1.0)
+                for name, (proc, log, folder) in list(running.items()):
+                    steps = [e["step"] for e in run_history(folder) if "ce" in e]
+                    if steps: bars[name].update(max(steps) - bars[name].n)
+                    if proc.poll() is None: continue
+                    log.close()
+                    del running[name]
+                    if proc.returncode != 0:
+                        tail = (folder / "train.log").read_text()[-1500:]
+                        raise RuntimeError(f"training {name} in {folder} failed (exit code {proc.returncode}); the end of "
+                                           f"{folder / 'train.log'}:\n{tail}")
+                    bars[name].update(cfgs[name].max_iters - bars[name].n)
+        finally:
+            for proc, log, _ in running.values():  # interrupted: stop the children; their last checkpoints stay complete
+                proc.terminate(); proc.wait(); log.close()
+            for b in bars.values(): b.close()
 
 
 def train_runs(

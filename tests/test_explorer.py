@@ -440,8 +440,23 @@ def test_explore_says_what_it_does_at_once(tmp_path):
         assert "minutes" in log.read_text()
         time.sleep(8)  # by then `default_checkpoints` has run (it imports torch) and would have said the plan again
         assert proc.poll() is None and log.read_text().count("no trained models found") == 1, log.read_text()
+        assert _processes_with(str(tmp_path / "cache")), "the training of the default pair did not start"
     finally: _stop(proc)
     assert seconds < 2.0, f"the first line came after {seconds:.1f} s"
+    for _ in range(30):  # SIGTERM to `dropclass explore` stops the trainings it started
+        if not _processes_with(str(tmp_path / "cache")): break
+        time.sleep(0.5)
+    assert not _processes_with(str(tmp_path / "cache")), "training processes outlived the stopped `dropclass explore`"
+
+
+def _processes_with(text: str) -> list[int]:
+    "Process ids whose command line mentions `text` (Linux: /proc)."
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"): found.append(int(cmdline.parent.name))
+        except OSError: pass  # the process ended meanwhile
+    return found
 
 
 @pytest.mark.skipif(importlib.util.find_spec("voila") is None, reason="Voila is not installed")
