@@ -11,7 +11,7 @@ WHEEL_PACKAGES=(segmentation-models-pytorch fastcore cityscapesscripts efficient
 
 usage() {
   cat <<'EOF'
-Usage: bash benchmarks/gpu_run.sh [--device DEV] [--tiny] [--budget SECONDS] [--seeds N] [--jobs N] [--iters N]
+Usage: bash benchmarks/gpu_run.sh [--device DEV] [--tiny] [--time-scale F] [--budget SECONDS] [--seeds N] [--jobs N] [--iters N]
        bash benchmarks/gpu_run.sh --fetch-wheels
 
 One whole GPU session. The steps, each under `timeout`, each writing JSON to $OUT (default benchmarks/results/gpu;
@@ -38,9 +38,12 @@ with --tiny and no $OUT, a new temporary folder):
 Options:
   --device DEV     cuda (default), cuda:<index> or cpu
   --tiny           tiny sizes, a couple of steps, 2 seeds of the `tiny` preset: a dry run of the whole session
-                   (`bash benchmarks/gpu_run.sh --tiny --device cpu` takes a minute or two on a CPU)
-  --budget S       seconds for the whole session (default 570; 170 with --tiny); each step gets at most its own
-                   cap and what is left of the budget, and a step with too little left is skipped
+                   (`bash benchmarks/gpu_run.sh --tiny --device cpu` took 141 s on a 2-core AMD EPYC); it checks
+                   the plumbing, not the machine's speed, so its time limits scale with the machine (--time-scale)
+  --time-scale F   multiply the budget and every cap by F (default 1; with --tiny, the slowness of this machine
+                   against the one the dry run's limits were set on, as benchmarks/machine_speed.py measures it)
+  --budget S       seconds for the whole session (default 570; 400 with --tiny), before --time-scale; each step
+                   gets at most its own cap and what is left of the budget, and a step with too little left is skipped
   --seeds N        seeds of the comparison (default 10; 2 with --tiny)
   --jobs N         trainings at a time in the comparison, each in its own process (default 10; 2 with --tiny)
   --iters N        iterations of the training run (default 300)
@@ -51,7 +54,8 @@ Options:
 
 Environment: OUT (output folder), PYTHON (interpreter, default python3), TMPDIR; the steps' caps in seconds,
 CAP_EAGER, CAP_TRAIN, CAP_COMPARE, CAP_PARTIAL (the comparison of the seeds that finished), CAP_COMPILE (defaults
-150, 120, 240, 60, 240; with --tiny 60, 60, 60, 30, 50).
+150, 120, 240, 60, 240; with --tiny 90, 45, 90, 45, 120, each at least 2.4 times what the step took on the reference
+machine), all before --time-scale.
 EOF
 }
 
@@ -78,11 +82,12 @@ fetch_wheels() {
 }
 
 # ---- arguments
-DEVICE=cuda TINY=0 BUDGET="" SEEDS="" JOBS="" ITERS=300
+DEVICE=cuda TINY=0 BUDGET="" SEEDS="" JOBS="" ITERS=300 SCALE=""
 while (( $# )); do
   case "$1" in
     --device) DEVICE=${2:?--device needs a value, e.g. cuda or cpu}; shift 2 ;;
     --tiny) TINY=1; shift ;;
+    --time-scale) SCALE=${2:?--time-scale needs a number, e.g. 2.5}; shift 2 ;;
     --budget) BUDGET=${2:?--budget needs a number of seconds}; shift 2 ;;
     --seeds) SEEDS=${2:?--seeds needs a number}; shift 2 ;;
     --jobs) JOBS=${2:?--jobs needs a number}; shift 2 ;;
@@ -96,9 +101,10 @@ for v in BUDGET SEEDS JOBS ITERS; do
   if [[ -n ${!v} && ! ${!v} =~ ^[0-9]+$ ]]; then echo "gpu_run.sh: --${v,,} must be a whole number, got '${!v}'" >&2; exit 2; fi
 done
 case "$DEVICE" in cpu|cuda|cuda:[0-9]*) ;; *) echo "gpu_run.sh: --device must be cuda, cuda:<index> or cpu, got '$DEVICE'" >&2; exit 2 ;; esac
+if [[ -n $SCALE && ! $SCALE =~ ^[0-9]+([.][0-9]+)?$ ]]; then echo "gpu_run.sh: --time-scale must be a number, got '$SCALE'" >&2; exit 2; fi
 if (( TINY )); then
-  BUDGET=${BUDGET:-170} SEEDS=${SEEDS:-2} JOBS=${JOBS:-2}
-  caps=(60 60 60 30 50) MIN_STEP=10 RESERVE=10
+  BUDGET=${BUDGET:-400} SEEDS=${SEEDS:-2} JOBS=${JOBS:-2}
+  caps=(90 45 90 45 120) MIN_STEP=10 RESERVE=10
 else
   BUDGET=${BUDGET:-570} SEEDS=${SEEDS:-10} JOBS=${JOBS:-10}
   caps=(150 120 240 60 240) MIN_STEP=30 RESERVE=15
@@ -108,6 +114,17 @@ CAP_PARTIAL=${CAP_PARTIAL:-${caps[3]}} CAP_COMPILE=${CAP_COMPILE:-${caps[4]}}
 for v in CAP_EAGER CAP_TRAIN CAP_COMPARE CAP_PARTIAL CAP_COMPILE; do
   if [[ ! ${!v} =~ ^[0-9]+$ ]]; then echo "gpu_run.sh: $v must be a whole number of seconds, got '${!v}'" >&2; exit 2; fi
 done
+if [[ -z $SCALE ]]; then
+  SCALE=1
+  if (( TINY )); then
+    SCALE=$(OMP_NUM_THREADS=1 "$PYTHON" "$REPO/benchmarks/machine_speed.py" 2>/dev/null) \
+      || { echo "gpu_run.sh: benchmarks/machine_speed.py failed; give --time-scale" >&2; exit 2; }
+  fi
+fi
+scaled() { awk -v s="$1" -v f="$SCALE" 'BEGIN { printf "%d", s * f + 0.5 }'; }
+BUDGET=$(scaled "$BUDGET") MIN_STEP=$(scaled "$MIN_STEP") RESERVE=$(scaled "$RESERVE")
+CAP_EAGER=$(scaled "$CAP_EAGER") CAP_TRAIN=$(scaled "$CAP_TRAIN") CAP_COMPARE=$(scaled "$CAP_COMPARE")
+CAP_PARTIAL=$(scaled "$CAP_PARTIAL") CAP_COMPILE=$(scaled "$CAP_COMPILE")
 if (( SEEDS < 2 )); then echo "gpu_run.sh: --seeds must be at least 2" >&2; exit 2; fi
 if (( JOBS < 1 )); then echo "gpu_run.sh: --jobs must be at least 1" >&2; exit 2; fi
 
@@ -129,7 +146,7 @@ run_step() {
   local limit=$(( cap < left ? cap : left ))
   if (( limit < MIN_STEP )); then
     echo "=== $name: skipped, $(( left > 0 ? left : 0 )) s of the budget left"
-    printf '%s\tskipped\t-1\t0\n' "$name" >> "$STEPS"; FAILED=1; return 1
+    printf '%s\tskipped\t-1\t0\t%s\n' "$name" "$limit" >> "$STEPS"; FAILED=1; return 1
   fi
   echo "=== $name (at most $limit s, $SECONDS s into the session): $*"
   local start=$SECONDS rc status
@@ -138,7 +155,7 @@ run_step() {
   case $rc in 0) status=ok ;; 124|137) status=timeout ;; *) status=failed ;; esac
   (( rc == 0 )) || FAILED=1
   echo "=== $name: $status (exit code $rc) after $(( SECONDS - start )) s"
-  printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$rc" "$(( SECONDS - start ))" >> "$STEPS"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$rc" "$(( SECONDS - start ))" "$limit" >> "$STEPS"
   return $rc
 }
 
@@ -189,14 +206,14 @@ session() {
   # a dry run on a small shared CPU: one thread per process, as several threads that wait on each other for cores
   # held by other programs run many times slower
   (( TINY )) && export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
-  echo "dropclass GPU session: device $DEVICE, tiny $TINY, budget $BUDGET s, output $OUT"
+  echo "dropclass GPU session: device $DEVICE, tiny $TINY, time scale $SCALE, budget $BUDGET s, output $OUT"
   local tiny=() seeds
   (( TINY )) && tiny=(--tiny)
   seeds=$(seq 0 $(( SEEDS - 1 )) | xargs)
   cd "$REPO" || return 1
 
   install_packages; rc=$?
-  printf 'install\t%s\t%s\t%s\n' "$( ((rc == 0)) && echo ok || echo failed)" "$rc" "$SECONDS" >> "$STEPS"
+  printf 'install\t%s\t%s\t%s\t-\n' "$( ((rc == 0)) && echo ok || echo failed)" "$rc" "$SECONDS" >> "$STEPS"
   (( rc == 0 )) || FAILED=1
 
   run_step bench_gpu "$CAP_EAGER" "$PYTHON" benchmarks/bench_gpu.py --device "$DEVICE" "${tiny[@]}" --profile \
@@ -227,9 +244,9 @@ session() {
   run_step bench_gpu_compile "$CAP_COMPILE" "$PYTHON" benchmarks/bench_gpu.py --device "$DEVICE" "${tiny[@]}" --compile \
     --archs hrnetv2_w18_small_v2 --variants baseline dropclass --no-eval --out "$OUT/bench_gpu_compile.json"
 
-  local summary_args=(--dir "$OUT" --steps "$STEPS" --device "$DEVICE")
+  local summary_args=(--dir "$OUT" --steps "$STEPS" --device "$DEVICE" --time-scale "$SCALE" --budget "$BUDGET")
   (( TINY )) && summary_args+=(--tiny)
-  timeout 60 "$PYTHON" benchmarks/gpu_summary.py "${summary_args[@]}" || FAILED=1
+  timeout "$(scaled 60)" "$PYTHON" benchmarks/gpu_summary.py "${summary_args[@]}" || FAILED=1
   echo "session: $SECONDS s; results in $OUT"
   return $FAILED
 }

@@ -1,7 +1,7 @@
 """The last step of a GPU session (benchmarks/gpu_run.sh): read the JSON files the steps wrote and write summary.json.
 
-summary.json names the device, lists every step with its status (ok, failed, timeout, skipped), exit code and
-seconds, and lifts the headline numbers out of each file: step time and peak memory of DropClass against the baseline
+summary.json names the device, lists every step with its status (ok, failed, timeout, skipped), exit code,
+seconds and time limit (with the session's time scale and budget), and lifts the headline numbers out of each file: step time and peak memory of DropClass against the baseline
 per model, the profiler's extra cost, the compiled speed-up, the loss and the loader of the training run, and the
 paired difference DropClass - baseline over seeds. A missing or broken file is reported in its section, not raised.
 
@@ -32,15 +32,15 @@ def device_name(device: str) -> str:
 
 
 def read_steps(path: Path | None) -> dict:
-    "name -> {status, rc, seconds} from the tab-separated file gpu_run.sh appends to (one line per step)."
+    "name -> {status, rc, seconds, limit_s} from the tab-separated file gpu_run.sh appends to (one line per step)."
     steps = {}
     if path is None or not path.is_file(): return steps
     for line in path.read_text().splitlines():
         parts = line.split("\t")
-        if len(parts) != 4: continue
-        name, status, rc, seconds = parts
+        if len(parts) not in (4, 5): continue
+        name, status, rc, seconds, limit = (parts + ["-"])[:5]
         steps[name] = {"status": status, "rc": int(rc) if rc.lstrip("-").isdigit() else None,
-                       "seconds": int(seconds) if seconds.isdigit() else None}
+                       "seconds": int(seconds) if seconds.isdigit() else None, "limit_s": int(limit) if limit.isdigit() else None}
     return steps
 
 
@@ -119,6 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=Path, default=None, help="the steps' status file written by gpu_run.sh")
     p.add_argument("--device", default="cuda", help="the device the session ran on (cuda, cuda:<index> or cpu)")
     p.add_argument("--tiny", action="store_true", help="the session was a dry run with tiny sizes")
+    p.add_argument("--time-scale", type=float, default=None, help="the factor the session's time limits were multiplied by")
+    p.add_argument("--budget", type=int, default=None, help="the session's budget in seconds (after the time scale)")
     args = p.parse_args(argv)
     if not args.dir.is_dir(): p.error(f"--dir {args.dir} is not a folder")
     try:
@@ -126,7 +128,8 @@ def main(argv=None) -> int:
         versions = {"torch": torch.__version__, "cuda": torch.version.cuda}
     except Exception as e:
         versions = {"torch": f"not importable ({e})"}
-    summary = {"device": device_name(args.device), "device_arg": args.device, "tiny": args.tiny, **versions,
+    summary = {"device": device_name(args.device), "device_arg": args.device, "tiny": args.tiny, "time_scale": args.time_scale,
+               "budget_s": args.budget, **versions,
                "python": platform.python_version(), "steps": read_steps(args.steps), "files": {}, "headline": {}}
     loaded = {}
     for step, name in FILES.items():
@@ -151,7 +154,8 @@ def main(argv=None) -> int:
     path = args.dir / "summary.json"
     path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(f"device: {summary['device']}")
-    for name, s in summary["steps"].items(): print(f"  {name:22s} {s['status']:8s} {s['seconds']} s")
+    for name, s in summary["steps"].items():
+        print(f"  {name:22s} {s['status']:8s} {s['seconds']} s" + (f" of {s['limit_s']} s" if s["limit_s"] is not None else ""))
     for name, state in summary["files"].items():
         if state != "ok": print(f"  {name}: {state}")
     print(f"wrote {path}")

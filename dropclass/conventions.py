@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'check_labels', 'upsample_logits', 'unwrap', 'logits_of', 'device_of', 'evaluating', 'Option',
-           'setting', 'check_type']
+__all__ = ['IGNORE_INDEX', 'check_labels', 'upsample_logits', 'unwrap', 'logits_of', 'device_of', 'dtype_of', 'evaluating',
+           'Option', 'setting', 'check_type']
 
 # %% ../nbs/09_conventions.ipynb #c0a10006
 IGNORE_INDEX = 255  # the default label value of unlabelled pixels (Cityscapes trainIds, Pascal VOC borders)
@@ -74,6 +74,13 @@ def device_of(model: nn.Module) -> torch.device:
     for t in model.parameters(): return t.device
     for t in model.buffers(): return t.device
     return torch.device("cpu")
+
+
+def dtype_of(model: nn.Module) -> torch.dtype:
+    "The dtype of the model's first floating-point parameter (what its input images should be), float32 if it has none."
+    for t in model.parameters():
+        if t.is_floating_point(): return t.dtype
+    return torch.float32
 
 
 @contextmanager

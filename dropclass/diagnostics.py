@@ -12,7 +12,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .core import DropClass
-from .conventions import IGNORE_INDEX, evaluating, unwrap, upsample_logits
+from .conventions import IGNORE_INDEX, dtype_of, evaluating, unwrap, upsample_logits
 
 # %% auto #0
 __all__ = ['DropDiagnostics', 'batch_diagnostics', 'drop_diagnostics', 'drop_dimming', 'diagnostics_figure']
@@ -110,7 +110,7 @@ def drop_diagnostics(
     total = DropDiagnostics.zeros(core.num_classes)
     with evaluating(core):
         for images, labels in tqdm(loader, desc="drop-branch diagnostics", disable=not progress, leave=False):
-            total = total + batch_diagnostics(core, images.to(device), labels.to(device), ignore_index)
+            total = total + batch_diagnostics(core, images.to(device, dtype_of(core)), labels.to(device), ignore_index)
     return total
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90016

@@ -28,7 +28,7 @@ from .data.labels import CITYSCAPES, LabelSet, colorize
 from .plotting import display_labels, present_classes
 from .data.transforms import denormalize, eval_transforms
 from .importance import gradcam, importance_scores, region_weights
-from .conventions import upsample_logits
+from .conventions import device_of, dtype_of, upsample_logits
 
 # %% auto #0
 __all__ = ['DPI', 'PANELS', 'ExploreState', 'explore_state', 'as_dropclass', 'ClassDropExplorer', 'explorer_dataset']
@@ -102,7 +102,7 @@ def explore_state(
     if mask is not None:
         mask = torch.as_tensor(mask)
         if tuple(mask.shape) != tuple(size): raise ValueError(f"the mask has shape {tuple(mask.shape)}, the image {tuple(size)}; give the image's (H, W) labels")
-    x = x.to(next(model.parameters()).device, torch.float32)
+    x = x.to(device_of(model), dtype_of(model))  # a model trained with dtype float64 takes float64 images
     up = lambda logits: upsample_logits(logits, size)  # (1, C, H', W') at the model's output size -> (1, C, H, W)
     with torch.no_grad():
         A = model.features(x)  # (1, K, h1, w1)

@@ -16,7 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data.labels import LabelSet
-from .conventions import IGNORE_INDEX, check_labels, device_of, evaluating, logits_of, upsample_logits
+from .conventions import IGNORE_INDEX, check_labels, device_of, dtype_of, evaluating, logits_of, upsample_logits
 
 # %% auto #0
 __all__ = ['confusion_matrix', 'class_stats', 'iou_per_class', 'miou', 'rare_classes', 'miou_dagger', 'pixel_accuracy',
@@ -262,6 +262,7 @@ def evaluate(
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                 raise ValueError("the loader must yield (image, mask) batches")
             images, masks = (t.as_subclass(Tensor).to(device, non_blocking=True) for t in batch)
+            if images.is_floating_point(): images = images.to(dtype_of(model))  # e.g. a model trained with dtype float64
             logits = logits_of(model(images))
             if not torch.isfinite(logits).all():
                 raise ValueError("the model predicts NaN or infinite logits, so its scores would be meaningless: its weights "

@@ -39,7 +39,7 @@ from .metrics import ConfusionMatrix, evaluate
 from .models import PAPER_MODELS, load_imagenet, load_pretrained, paper_model
 
 # %% auto #0
-__all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'D', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from',
+__all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'DTYPES', 'D', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from',
            'seed_everything', 'rng_states', 'set_rng_states', 'save_checkpoint', 'non_finite', 'load_checkpoint',
            'Dist', 'init_distributed', 'resolve_device', 'GlobalBatchNorm', 'sync_batch_norm', 'EpochOrder',
            'BatchKeys', 'SeededAugment', 'dataset_for', 'class_weights_for', 'needs_stats', 'training_stats',
@@ -51,6 +51,7 @@ __all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'D', 'PRESETS', 'CHECKPOINT
 METHODS = ("baseline", "dropclass", "ignore_label")
 OPTIMIZERS = ("sgd", "adamw")
 CLASS_WEIGHTS = ("none", "median", "hrnet", "hrnet_cityscapes")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # the `dtype` setting's values and their torch dtypes
 
 
 def _resample_rule(text: str) -> str | None:
@@ -123,7 +124,8 @@ class TrainConfig:
     form: str = setting(D["form"])  # Eq. 2-4 in closed form, or "reference" (every A^c materialised; for measuring the difference)
     # runtime
     device: str = setting("auto", rule=_device_rule)  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-    amp: bool = setting(True)  # bf16 autocast on CUDA (no effect on the CPU)
+    amp: bool = setting(True)  # bf16 autocast on CUDA (no effect on the CPU, nor with dtype float64)
+    dtype: str = setting("float32", choices=tuple(DTYPES))  # weights and images in "float32", or "float64" for exact numerical checks (many times slower)
     channels_last: bool = setting(True)  # channels-last memory format (faster convolutions on CUDA, and a little on CPUs)
     compile: bool = setting(False)  # torch.compile the model (CUDA; slow to start, faster per step)
     seed: int = setting(0, low=0)  # seeds the weights, the data order, the augmentation and the dropped classes
@@ -431,9 +433,11 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         "`module` with every BatchNorm2d replaced by a GlobalBatchNorm holding the same parameters and statistics (in place)."
         for name, child in module.named_children():
             if type(child) is nn.BatchNorm2d:
-                new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+                like = next(iter([*child.parameters(), *child.buffers()]), None)  # device and dtype (a float64 or bf16 model)
+                kw = {"device": like.device, "dtype": like.dtype if like.is_floating_point() else None} if like is not None else {}
+                new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats, **kw)
                 new.load_state_dict(child.state_dict())
-                setattr(module, name, new.to(child.running_mean.device if child.track_running_stats else child.weight.device))
+                setattr(module, name, new)
             else: cls.convert(child)
         return module
 
@@ -706,9 +710,9 @@ def prepare_run(cfg: TrainConfig) -> Run:
     labels = train_set.labels
     stats = training_stats(cfg, train_set, out, d)
     weight = class_weights_for(cfg, stats)
-    weight = weight.to(device) if weight is not None else None
+    weight = weight.to(device, DTYPES[cfg.dtype]) if weight is not None else None
 
-    model = build_model(cfg, labels.num_classes).to(device)
+    model = build_model(cfg, labels.num_classes).to(device, DTYPES[cfg.dtype])
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
     if d.world > 1: model = sync_batch_norm(model, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -745,13 +749,13 @@ def train_step(run: Run, it: int) -> dict:
     "One iteration `it` of training: a batch, the loss of the config's method, a step of the optimiser; the loss parts."
     cfg, device = run.cfg, run.device
     images, masks = next(run.batches)
-    images = images.to(device, non_blocking=True)
+    images = images.to(device, DTYPES[cfg.dtype], non_blocking=True)
     masks = masks.to(device, non_blocking=True)
     if cfg.channels_last: images = images.contiguous(memory_format=torch.channels_last)
     if not torch.isfinite(images).all():
         raise FloatingPointError(f"the input images of iteration {it + 1} hold NaN or infinite values: check the data "
                                  "(a corrupt image file, or a transform that divides by zero)")
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda" and cfg.dtype == "float32"):
         loss, parts = step_loss(run.net, cfg, images, masks, it, run.schedule, run.weight, run.gen, run.labels.ignore_index)
     if not math.isfinite(loss.item()):
         raise FloatingPointError(f"the loss is {loss.item()} at iteration {it + 1} (the inputs are finite): the run diverged; "

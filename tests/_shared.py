@@ -1,4 +1,9 @@
-"""Helpers several test modules share: stopping a run at a step, reading a checkpoint's weights, random label batches."""
+"""Helpers several test modules share: stopping a run at a step, reading a checkpoint's weights, random label batches,
+and time limits that scale with the machine."""
+import functools
+import sys
+from pathlib import Path
+
 import torch
 
 from dropclass.train import load_checkpoint
@@ -26,3 +31,21 @@ def random_batch(B=3, C=5, H=17, W=23, ignore=0.2, seed=0):
     target = torch.randint(0, C, (B, H, W), generator=g)
     target[torch.rand(B, H, W, generator=g) < ignore] = 255
     return torch.randint(0, C, (B, H, W), generator=g), target
+
+
+@functools.lru_cache(maxsize=None)
+def slowness() -> float:
+    """How many times slower this machine is than the reference machine of benchmarks/machine_speed.py (at least 1),
+    measured once per test session. A wait or a time limit in a test is multiplied by it, so that it holds on a slower
+    machine; a check of what happens first (not how fast) needs none."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import machine_speed
+    finally:
+        sys.path.pop(0)
+    return machine_speed.measure()["slowness"]
+
+
+def scaled(seconds: float) -> float:
+    "`seconds` on the reference machine, as a time limit on this one."
+    return seconds * slowness()

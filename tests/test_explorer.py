@@ -18,6 +18,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
+from _shared import scaled
 import dropclass.app as app_module
 from dropclass.adapters import model_head
 from dropclass.cli import main
@@ -406,8 +407,8 @@ def _browser_ready():
     return None
 
 
-def _start_explore(tmp_path, port, *args, cwd=None) -> tuple[subprocess.Popen, Path]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+def _start_explore(tmp_path, port, *args, cwd=None, path=()) -> tuple[subprocess.Popen, Path]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, path), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_PLATFORM_DIRS": "1", "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "explore.log"
     proc = subprocess.Popen([sys.executable, "-m", "dropclass.cli", "explore", "--port", str(port), "--no-browser", *args],
@@ -432,17 +433,42 @@ def _wait_for_text(log: Path, text: str, proc: subprocess.Popen, timeout: float)
     raise AssertionError(f"{text!r} did not appear within {timeout} s:\n{log.read_text()}")
 
 
+_TORCH_WATCH = """
+import sys, importlib.abc
+class _Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            sys.stdout.write(MARK + "\\n"); sys.stdout.flush()
+        return None
+sys.meta_path.insert(0, _Watch())
+sys.stdout.write(READY + "\\n"); sys.stdout.flush()
+"""
+_TORCH_MARK, _WATCH_READY = "[the import of torch begins]", "[watching for the import of torch]"
+
+
 def test_explore_says_what_it_does_at_once(tmp_path):
-    "Without models, `dropclass explore` says within 2 s that it will train first, and for how long."
-    proc, log = _start_explore(tmp_path, _free_port(), "--cache-dir", str(tmp_path / "cache"))
+    """Without models, `dropclass explore` says that it will train first, and for how long, before it imports torch (the
+    slow part of starting), and within 2 s on the reference machine."""
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    (watch / "sitecustomize.py").write_text(f"MARK, READY = {_TORCH_MARK!r}, {_WATCH_READY!r}\n" + _TORCH_WATCH)  # says when torch starts to load
+    proc, log = _start_explore(tmp_path, _free_port(), "--cache-dir", str(tmp_path / "cache"), path=[watch])
     try:
-        seconds = _wait_for_text(log, "dropclass explore: no trained models found", proc, 60)
+        seconds = _wait_for_text(log, "dropclass explore: no trained models found", proc, scaled(60))
         assert "minutes" in log.read_text()
-        time.sleep(8)  # by then `default_checkpoints` has run (it imports torch) and would have said the plan again
-        assert proc.poll() is None and log.read_text().count("no trained models found") == 1, log.read_text()
+        for _ in range(int(scaled(120))):  # the trainings start once `default_checkpoints` has run (it imports torch)
+            if _processes_with(str(tmp_path / "cache")): break
+            assert proc.poll() is None, log.read_text()
+            time.sleep(1)
         assert _processes_with(str(tmp_path / "cache")), "the training of the default pair did not start"
+        text = log.read_text()
+        assert proc.poll() is None and text.count("no trained models found") == 1, text  # the plan is said once
+        assert text.startswith(_WATCH_READY), f"the watch for the import of torch did not start:\n{text}"
+        first = text.index("no trained models found")
+        assert _TORCH_MARK not in text[:first], f"torch was imported before the first line:\n{text}"
     finally: _stop(proc)
-    assert seconds < 2.0, f"the first line came after {seconds:.1f} s"
+    assert seconds < scaled(2.0), f"the first line came after {seconds:.1f} s (limit {scaled(2.0):.1f} s on this machine)"
     for _ in range(30):  # SIGTERM to `dropclass explore` stops the trainings it started
         if not _processes_with(str(tmp_path / "cache")): break
         time.sleep(0.5)
@@ -464,13 +490,13 @@ def test_explore_prints_its_url_soon_and_answers_alive(runs, tmp_path):
     port = _free_port()
     proc, log = _start_explore(tmp_path, port, "--baseline", str(runs["baseline"]), "--dropclass", str(runs["dropclass"]))
     try:
-        seconds = _wait_for_text(log, f"is at http://localhost:{port}/", proc, 60)
-        _wait_for_port(port, proc, log, 60)
+        seconds = _wait_for_text(log, f"is at http://localhost:{port}/", proc, scaled(60))
+        _wait_for_port(port, proc, log, scaled(60))
         import urllib.request
         with urllib.request.urlopen(f"http://localhost:{port}{app_module.ALIVE_PATH}", timeout=10) as r:
             assert r.read() == b"ok"
     finally: _stop(proc)
-    assert seconds < 30, f"the URL came after {seconds:.1f} s"
+    assert seconds < scaled(30), f"the URL came after {seconds:.1f} s (limit {scaled(30):.1f} s on this machine)"
 
 
 def test_the_explorer_in_a_jupyter_kernel(runs, tmp_path):
@@ -545,22 +571,23 @@ def test_explore_in_a_browser(runs, tmp_path):
     port, requests = _free_port(), []
     proc, log = _start_explore(tmp_path, port, "--baseline", str(runs["baseline"]), "--dropclass", str(runs["dropclass"]), "--length", "4")
     try:
-        _wait_for_port(port, proc, log, 120)
+        _wait_for_port(port, proc, log, scaled(120))
+        ms = lambda seconds: int(1000 * scaled(seconds))  # playwright's waits, in milliseconds, for this machine
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS)
             try:
                 page = browser.new_page(viewport={"width": 1920, "height": 1080}, device_scale_factor=1)
                 page.on("request", lambda r: requests.append(r.url))
-                page.goto(f"http://localhost:{port}/", timeout=120_000)
+                page.goto(f"http://localhost:{port}/", timeout=ms(120))
                 drop = page.locator(".dropclass-drop select")
-                drop.wait_for(state="visible", timeout=240_000)  # the kernel ran the app notebook and the widgets rendered
+                drop.wait_for(state="visible", timeout=ms(240))  # the kernel ran the app notebook and the widgets rendered
                 assert page.title() == "DropClass explorer"
-                page.locator(".dropclass-readout").get_by_text("Nothing dropped").wait_for(timeout=60_000)  # opens on DropClass
+                page.locator(".dropclass-readout").get_by_text("Nothing dropped").wait_for(timeout=ms(60))  # opens on DropClass
                 changed = page.locator("img.dropclass-changed-panel")
                 src = changed.get_attribute("src")
                 drop.select_option(label=f"{z} (in scene)")  # the drop list marks the classes of the scene
                 page.wait_for_function("old => document.querySelector('img.dropclass-changed-panel').src !== old", arg=src,
-                                       timeout=60_000)  # each update sends a new <img>
+                                       timeout=ms(60))  # each update sends a new <img>
                 caption = page.locator(".dropclass-changed-caption").inner_text()
                 assert re.search(r"^[1-9]\d* pixels", caption.strip()), f"the changed-pixel map is empty: {caption!r}"
                 readout = page.locator(".dropclass-suppression").inner_text()
@@ -585,7 +612,7 @@ def test_explore_in_a_browser(runs, tmp_path):
                 outside = [u for u in requests if not u.startswith(("http://localhost", "data:", "blob:", "ws://localhost"))]
                 assert not outside, f"the page fetched from the internet: {outside[:3]}"
                 _stop(proc)  # the server goes away: the page must say so
-                page.get_by_text("Disconnected: the explorer's server has stopped").wait_for(timeout=20_000)
+                page.get_by_text("Disconnected: the explorer's server has stopped").wait_for(timeout=ms(20))
                 page.screenshot(path=str(_artifacts() / "explorer_disconnected.png"))
             finally:
                 browser.close()
