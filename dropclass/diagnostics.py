@@ -15,7 +15,7 @@ from .core import DropClass
 from .conventions import IGNORE_INDEX, dtype_of, evaluating, unwrap, upsample_logits
 
 # %% auto #0
-__all__ = ['DropDiagnostics', 'batch_diagnostics', 'drop_diagnostics', 'drop_dimming', 'diagnostics_figure']
+__all__ = ['DropDiagnostics', 'batch_diagnostics', 'head_diagnostics', 'drop_diagnostics', 'drop_dimming', 'diagnostics_figure']
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90005
 @dataclass
@@ -26,6 +26,7 @@ class DropDiagnostics:
     before: Tensor  # (C,) of those, pixels the drop branch with nothing dropped predicts as that class (its recall)
     agree: int = 0  # labelled pixels where h(A) and the drop branch (nothing dropped) predict the same class
     pixels: int = 0  # labelled pixels
+    plain_right: int = 0  # labelled pixels h(A) predicts right
 
     @classmethod
     def zeros(cls, num_classes: int) -> "DropDiagnostics":
@@ -34,7 +35,7 @@ class DropDiagnostics:
 
     def __add__(self, other: "DropDiagnostics") -> "DropDiagnostics":
         return DropDiagnostics(self.gt + other.gt, self.kept + other.kept, self.before + other.before,
-                               self.agree + other.agree, self.pixels + other.pixels)
+                               self.agree + other.agree, self.pixels + other.pixels, self.plain_right + other.plain_right)
 
     @property
     def suppression(self) -> Tensor:
@@ -57,6 +58,22 @@ class DropDiagnostics:
         return float(torch.nanmean(self.suppression).item())
 
     @property
+    def suppression_relative(self) -> float:
+        """Over every class: the pixels still predicted as their class when it is dropped, per pixel the drop branch
+        predicted as it with nothing dropped. A branch that stops predicting a class altogether is not suppressing it."""
+        return int(self.kept.sum()) / max(int(self.before.sum()), 1)
+
+    @property
+    def accuracy_drop(self) -> float:
+        "Pixel accuracy of the drop branch with nothing dropped (the official prediction)."
+        return int(self.before.sum()) / max(self.pixels, 1)
+
+    @property
+    def accuracy_plain(self) -> float:
+        "Pixel accuracy of the model's own classifier h(A)."
+        return self.plain_right / max(self.pixels, 1)
+
+    @property
     def agreement(self) -> float:
         "Share of labelled pixels where h(A) and the drop branch (nothing dropped) predict the same class."
         return self.agree / max(self.pixels, 1)
@@ -66,7 +83,8 @@ class DropDiagnostics:
         names = list(classes) if classes is not None else [str(c) for c in range(len(self.gt))]
         per = lambda t: {n: (None if v != v else round(float(v), 5)) for n, v in zip(names, t.tolist())}
         return {"suppression_rate": round(self.suppression_rate, 5), "suppression_mean": round(self.suppression_mean, 5),
-                "agreement": round(self.agreement, 5), "pixels": self.pixels,
+                "suppression_relative": round(self.suppression_relative, 5), "agreement": round(self.agreement, 5),
+                "accuracy_drop": round(self.accuracy_drop, 5), "accuracy_plain": round(self.accuracy_plain, 5), "pixels": self.pixels,
                 "suppression": per(self.suppression), "recall_before": per(self.recall_before)}
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90007
@@ -79,15 +97,27 @@ def batch_diagnostics(
 ) -> DropDiagnostics:
     "The drop-branch diagnostics of one batch: suppression of every class present, and branch agreement."
     if not isinstance(model, DropClass): raise TypeError(f"diagnostics need a DropClass model, got {type(model).__name__}")
-    if labels.ndim != 3 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"labels must have shape (B, H, W) with B = {images.shape[0]}, got {tuple(labels.shape)}")
+    return head_diagnostics(model, model.features(images), images, labels, ignore_index)
+
+
+@torch.no_grad()
+def head_diagnostics(
+    model: DropClass,  # in eval mode
+    A: Tensor,  # (B, K, h1, w1) features of the images, `model.features(images)`
+    images: Tensor,  # (B, 3, H, W), or any tensor of that shape: the output stage reads only its size
+    labels: Tensor,  # (B, H, W) class indices, `ignore_index` for unlabelled pixels
+    ignore_index: int = IGNORE_INDEX,
+) -> DropDiagnostics:
+    "`batch_diagnostics` from features computed once (e.g. frozen features whose head is trained on its own)."
+    if labels.ndim != 3 or labels.shape[0] != A.shape[0]:
+        raise ValueError(f"labels must have shape (B, H, W) with B = {A.shape[0]}, got {tuple(labels.shape)}")
     size = labels.shape[-2:]
     predict = lambda branch, z=None: upsample_logits(model.head(A, images, branch, z), size).argmax(1)  # (B, H, W)
-    A = model.features(images)
     plain, drop = predict("plain"), predict("drop")
     valid = labels != ignore_index
     d = DropDiagnostics.zeros(model.num_classes)
     d.agree, d.pixels = int(((plain == drop) & valid).sum()), int(valid.sum())
+    d.plain_right = int(((plain == labels) & valid).sum())
     for z in torch.unique(labels[valid]).tolist():
         region = labels == z
         d.gt[z] = int(region.sum())

@@ -135,6 +135,7 @@ def test_diagnostics_by_hand():
     d = batch_diagnostics(_onehot_toy(), x, y)
     assert d.gt.tolist() == [3, 4, 4] and d.kept.tolist() == [3, 0, 0] and d.before.tolist() == [3, 4, 4]
     assert d.agreement == 1.0 and math.isclose(d.suppression_rate, 3 / 11)
+    assert d.plain_right == 11 and d.accuracy_plain == d.accuracy_drop == 1.0 and math.isclose(d.suppression_relative, 3 / 11)
     d2 = batch_diagnostics(_onehot_toy(bias=torch.tensor([-1e-3, 0.0, 0.0])), x, y)
     assert d2.kept.tolist() == [0, 4, 0]  # zero features: the bias decides, and the tie of classes 1 and 2 falls on 1
 
@@ -149,13 +150,18 @@ def test_diagnostics_match_a_loop_over_the_training_api():
         out = model.branches(x, None)
         plain, drop = out.upsample(out.logits).argmax(1), out.upsample(out.drop_logits).argmax(1)
         assert d.agree == int(((plain == drop) & (y != 255)).sum()) and d.pixels == int((y != 255).sum())
+        valid = y != 255
+        assert math.isclose(d.accuracy_plain, float(((plain == y) & valid).sum() / valid.sum()))
+        assert math.isclose(d.accuracy_drop, float(((drop == y) & valid).sum() / valid.sum()))
         for z in range(4):
             o = model.branches(x, z)
             assert int(d.kept[z]) == int(((o.upsample(o.drop_logits).argmax(1) == z) & (y == z)).sum())
             assert int(d.before[z]) == int(((drop == z) & (y == z)).sum())
     assert drop_diagnostics(model.model, [(x, y)]) is None
     assert not model.training
+    assert math.isclose(d.suppression_relative, int(d.kept.sum()) / int(d.before.sum()))
     summary = d.to_dict(["a", "b", "c", "d"])
+    assert summary["accuracy_drop"] == round(d.accuracy_drop, 5) and summary["suppression_relative"] == round(d.suppression_relative, 5)
     assert set(summary["suppression"]) == {"a", "b", "c", "d"} and 0 <= summary["agreement"] <= 1
 
 
