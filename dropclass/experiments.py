@@ -25,11 +25,12 @@ from .core import DROPCLASS_OPTIONS, DropClass
 from .data.io import atomic_write_bytes
 from .metrics import miou, paired_difference
 from .train import (Dist, TrainConfig, config_from, dataset_for, diagnose_split, evaluate_split, labels_for,
-                             load_model, needs_stats, resolve_device, split_summary, train, training_stats)
+                             load_checkpoint, load_model, needs_stats, resolve_device, settings_changed, split_summary, train,
+                             training_stats)
 
 # %% auto #0
-__all__ = ['METHODS', 'run_history', 'share_class_stats', 'default_jobs', 'train_runs', 'evaluate_run', 'seed_summary',
-           'compare_methods', 'comparison_markdown', 'compare_main']
+__all__ = ['METHODS', 'run_history', 'share_class_stats', 'default_jobs', 'check_reusable', 'train_runs', 'evaluate_run',
+           'seed_summary', 'compare_methods', 'comparison_markdown', 'compare_main']
 
 # %% ../nbs/26_experiments.ipynb #e7a10005
 def run_history(run: str | Path) -> list[dict]:
@@ -111,6 +112,24 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
             for b in bars.values(): b.close()
 
 
+def check_reusable(cfgs: dict[str, TrainConfig]) -> None:
+    """Refuse, before anything trains, a set of runs in which a finished run (metrics.json) or a run to resume (last.pt)
+    was trained with other settings than its config asks for: its results would be reported under settings it never had."""
+    bad = []
+    for name, c in cfgs.items():
+        folder = Path(c.out_dir)
+        if (folder / "metrics.json").is_file():
+            diff = settings_changed(c, json.loads((folder / "metrics.json").read_text()).get("config", {}), finished=True)
+        elif c.resume and (folder / "last.pt").is_file():
+            diff = settings_changed(c, load_checkpoint(folder / "last.pt")["config"], finished=False)
+        else: continue
+        if diff: bad.append(f"{name} in {folder} (" + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:4]) + ")")
+    if bad:
+        raise ValueError(f"{len(bad)} of the runs were trained with other settings than asked for: " + "; ".join(bad[:3])
+                         + (" ..." if len(bad) > 3 else "") + ". Use another runs folder (--runs), or delete these folders to "
+                         "train them again")
+
+
 def train_runs(
     cfgs: dict[str, TrainConfig],  # run name -> its config (each with its own out_dir)
     jobs: int | None = None,  # trainings at a time; None: `default_jobs()`
@@ -121,6 +140,7 @@ def train_runs(
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
     folders = [Path(c.out_dir).resolve() for c in cfgs.values()]
     if len(set(folders)) != len(folders): raise ValueError("every run of a set needs its own out_dir")
+    check_reusable(cfgs)  # before anything trains
     share_class_stats(cfgs)
     todo = {n: c for n, c in cfgs.items() if not (Path(c.out_dir) / "metrics.json").is_file()}
     if jobs > 1 and len(todo) > 1: _side_by_side(todo, progress, jobs)

@@ -39,13 +39,13 @@ from .metrics import ConfusionMatrix, evaluate
 from .models import PAPER_MODELS, load_imagenet, load_pretrained, paper_model
 
 # %% auto #0
-__all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'DTYPES', 'D', 'PRESETS', 'CHECKPOINT_VERSION', 'TrainConfig', 'config_from',
-           'seed_everything', 'rng_states', 'set_rng_states', 'save_checkpoint', 'non_finite', 'load_checkpoint',
-           'Dist', 'init_distributed', 'resolve_device', 'GlobalBatchNorm', 'sync_batch_norm', 'EpochOrder',
-           'BatchKeys', 'SeededAugment', 'dataset_for', 'class_weights_for', 'needs_stats', 'training_stats',
-           'tiny_net', 'init_convs', 'dropclass_options', 'build_model', 'step_loss', 'training_loader',
-           'evaluate_split', 'diagnose_split', 'split_summary', 'labels_for', 'Run', 'prepare_run', 'train_step',
-           'train_iterations', 'finish_run', 'train', 'check_split', 'load_model']
+__all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'DTYPES', 'D', 'PRESETS', 'CHECKPOINT_VERSION', 'RUNTIME_SETTINGS',
+           'TrainConfig', 'config_from', 'seed_everything', 'rng_states', 'set_rng_states', 'save_checkpoint',
+           'non_finite', 'load_checkpoint', 'Dist', 'init_distributed', 'resolve_device', 'GlobalBatchNorm',
+           'sync_batch_norm', 'EpochOrder', 'BatchKeys', 'SeededAugment', 'dataset_for', 'class_weights_for',
+           'needs_stats', 'training_stats', 'tiny_net', 'init_convs', 'dropclass_options', 'build_model', 'step_loss',
+           'training_loader', 'evaluate_split', 'diagnose_split', 'split_summary', 'labels_for', 'Run', 'prepare_run',
+           'train_step', 'train_iterations', 'finish_run', 'train', 'check_split', 'settings_changed', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -859,10 +859,23 @@ def _same_file(source: Path, link: Path) -> None:
     os.replace(tmp, link)
 
 
+RUNTIME_SETTINGS = {"progress", "num_workers", "device", "out_dir", "resume", "log_every", "ckpt_every", "eval_batch_size",
+                    "compile"}  # how a run is carried out, not what it computes
+
+
+def settings_changed(
+    cfg: TrainConfig,  # the settings asked for
+    saved: dict,  # a run's settings as saved in its checkpoint or metrics.json
+    finished: bool = True,  # a finished run (every setting but the runtime ones counts) or one to resume (see `_RESUME_FREE`)
+) -> dict[str, tuple]:  # setting -> (saved value, asked value)
+    "The settings of `cfg` that differ from a run's saved ones (settings newer than the file are not compared)."
+    free = RUNTIME_SETTINGS if finished else _RESUME_FREE
+    return {k: (saved.get(k), v) for k, v in asdict(cfg).items() if k not in free and k in saved and _norm(saved[k]) != _norm(v)}
+
+
 def _check_same_run(cfg: TrainConfig, saved: dict, path: Path) -> None:
     "Refuse to resume a checkpoint written with different settings (other than those that may change)."
-    diff = {k: (saved.get(k), v) for k, v in asdict(cfg).items()
-            if k not in _RESUME_FREE and k in saved and _norm(saved[k]) != _norm(v)}  # settings newer than the file: not compared
+    diff = settings_changed(cfg, saved, finished=False)
     if diff:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:5])
         raise ValueError(f"{path} was written by a run with other settings ({shown}). Use another out_dir, or set "
