@@ -418,7 +418,7 @@ def _start_explore(tmp_path, port, *args, cwd=None, path=()) -> tuple[subprocess
 
 def _stop(proc: subprocess.Popen):
     proc.terminate()  # Voila stops on SIGTERM and shuts its kernels down
-    try: proc.wait(30)
+    try: proc.wait(scaled(30))
     except subprocess.TimeoutExpired:
         proc.kill(); proc.wait()
 
@@ -493,7 +493,7 @@ def test_explore_prints_its_url_soon_and_answers_alive(runs, tmp_path):
         seconds = _wait_for_text(log, f"is at http://localhost:{port}/", proc, scaled(60))
         _wait_for_port(port, proc, log, scaled(60))
         import urllib.request
-        with urllib.request.urlopen(f"http://localhost:{port}{app_module.ALIVE_PATH}", timeout=10) as r:
+        with urllib.request.urlopen(f"http://localhost:{port}{app_module.ALIVE_PATH}", timeout=scaled(10)) as r:
             assert r.read() == b"ok"
     finally: _stop(proc)
     assert seconds < scaled(30), f"the URL came after {seconds:.1f} s (limit {scaled(30):.1f} s on this machine)"
@@ -525,7 +525,7 @@ print(json.dumps({"extra_updates": ex.updates - drawn, "image": ex.state["image"
     env_path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = env_path
-    try: NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    try: NotebookClient(nb, timeout=int(scaled(300)), kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     finally:
         if old is None: os.environ.pop("PYTHONPATH", None)
         else: os.environ["PYTHONPATH"] = old

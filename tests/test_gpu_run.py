@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from _shared import scaled
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import machine_speed  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "gpu_run.sh"
 ARCHS = ("hrnetv2_w18_small_v1", "hrnetv2_w18_small_v2", "deeplabv3_mobilenet_v3_large")
@@ -42,7 +42,7 @@ def session(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_session")
     before = _results_listing()
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable}
-    scale = machine_speed.measure()["slowness"]
+    scale = scaled(1.0)  # this machine's slowness (benchmarks/machine_speed.py), measured once per test session
     budget = 400  # the script's budget with --tiny, before the scale
     proc = subprocess.run(["bash", str(SCRIPT), "--tiny", "--device", "cpu", "--time-scale", f"{scale:.2f}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=budget * scale + 120)  # a guard against a hung script only
@@ -166,14 +166,14 @@ def test_summary_names_the_device_and_every_step(session):
 
 def test_bad_arguments_and_help():
     env = {**os.environ, "PYTHON": sys.executable}
-    bad = subprocess.run(["bash", str(SCRIPT), "--device", "tpu"], env=env, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(["bash", str(SCRIPT), "--device", "tpu"], env=env, capture_output=True, text=True, timeout=scaled(30))
     assert bad.returncode == 2 and "--device must be cuda, cuda:<index> or cpu" in bad.stderr
-    bad = subprocess.run(["bash", str(SCRIPT), "--seeds", "x"], env=env, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(["bash", str(SCRIPT), "--seeds", "x"], env=env, capture_output=True, text=True, timeout=scaled(30))
     assert bad.returncode == 2 and "--seeds must be a whole number" in bad.stderr
-    bad = subprocess.run(["bash", str(SCRIPT), "--tiny", "--time-scale", "fast"], env=env, capture_output=True, text=True, timeout=30)
+    bad = subprocess.run(["bash", str(SCRIPT), "--tiny", "--time-scale", "fast"], env=env, capture_output=True, text=True, timeout=scaled(30))
     assert bad.returncode == 2 and "--time-scale must be a number" in bad.stderr
-    ok = subprocess.run(["bash", str(SCRIPT), "--help"], env=env, capture_output=True, text=True, timeout=30)
+    ok = subprocess.run(["bash", str(SCRIPT), "--help"], env=env, capture_output=True, text=True, timeout=scaled(30))
     assert ok.returncode == 0 and "--fetch-wheels" in ok.stdout
     for script in ("bench_gpu.py", "bench_gpu_train.py", "gpu_summary.py", "machine_speed.py"):
-        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], capture_output=True, text=True, timeout=120)
+        r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], capture_output=True, text=True, timeout=scaled(120))
         assert r.returncode == 0 and "usage:" in r.stdout, script

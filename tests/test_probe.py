@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from _shared import scaled
 from dropclass.train import config_from, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +24,7 @@ def runs(tmp_path_factory):
 
 
 def _probe(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=scaled(600))  # a guard against a hung script only
 
 
 def test_probe_script_writes_every_variant_and_reuses_them(runs, tmp_path):
