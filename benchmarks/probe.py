@@ -7,14 +7,17 @@ the compensating layer) with a class dropped in every batch (Eq. 9, lambda fixed
 checkpoint of --drops (drops per class): the share of a dropped class's pixels still predicted (all pixels, mean over
 classes, mean over the rare classes, and relative to the drop branch's recall with nothing dropped), drop_dimming, and
 the pixel accuracy of the drop branch and of h(A) with nothing dropped. The JSON is rewritten after every variant, so a
-stopped run keeps what it measured, and a variant already in the JSON with the same settings is not run again.
+stopped run keeps what it measured; a variant already in the JSON with the same settings is not run again, and the
+variants of earlier runs on the same features are kept (so the single factors can be run to fewer drops than the
+official setting, in a second call).
 
 Variants: official (BatchNorm on batch statistics, z among all classes, the model's Eq. 4 average, lr 1e-3),
 frozen_bn (the compensation BatchNorm frozen at its running statistics), group_norm, no_norm, z_present (z among the
 classes present in the batch), average_all (Eq. 4 over |C|), lr_3e-3, lr_3e-4.
 
     python benchmarks/probe.py --run runs/demo/dropclass                      # every variant, the default checkpoints
-    python benchmarks/probe.py --run RUN --variants official frozen_bn --drops 0 42 168 337 --out probe.json
+    python benchmarks/probe.py --run RUN --variants official --drops 0 42 168 337 --out probe.json
+    python benchmarks/probe.py --run RUN --variants frozen_bn z_present --drops 0 42 168 --out probe.json   # added to it
     python benchmarks/probe.py --run RUN --tiny                               # seconds: a check of the script itself
 """
 from __future__ import annotations
@@ -102,12 +105,16 @@ def main(argv=None) -> int:
            "train_scenes": len(train), "val_scenes": len(val), "class_weights": None if weight is None else [round(float(w), 5) for w in weight],
            "features_seconds": round(features_s, 1), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
            "cores": os.cpu_count(), "torch": torch.__version__, "tiny": args.tiny,
-           "command": " ".join(["python", "benchmarks/probe.py", *(sys.argv[1:] if argv is None else argv)]), "variants": {}}
+           "commands": [], "variants": {}}
     same_data = previous.get("run") == doc["run"] and previous.get("train_scenes") == doc["train_scenes"] \
-        and previous.get("val_scenes") == doc["val_scenes"]
+        and previous.get("val_scenes") == doc["val_scenes"] and previous.get("class_weights") == doc["class_weights"]
+    if same_data: doc["variants"], doc["commands"] = (dict(previous.get("variants", {})),
+                                                list(previous.get("commands", [previous["command"]] if "command" in previous else [])))
+    command = " ".join(["python", "benchmarks/probe.py", *(sys.argv[1:] if argv is None else argv)])
+    if command not in doc["commands"]: doc["commands"].append(command)
     for name in args.variants:
         settings = ProbeSettings(drops=tuple(args.drops), batch_size=args.batch_size, seed=args.seed, **VARIANTS[name])
-        old = previous.get("variants", {}).get(name) if same_data else None
+        old = doc["variants"].get(name)
         if old is not None and old.get("settings") == json.loads(json.dumps(vars(settings))):
             doc["variants"][name] = old
             print(f"{name}: already measured with these settings ({out})")

@@ -89,11 +89,12 @@ def default_explorer(
     cache_dir: str | Path | None = None,  # where the default pair is cached (see `default_checkpoints`)
     checkpoints: dict[str, str | Path] | None = None,  # name -> checkpoint, instead of the default pair
     progress: bool = True,  # progress bars while training
+    overrides: dict | None = None,  # further settings of the default pair (see `default_checkpoints`)
     **kwargs,  # passed on to `ClassDropExplorer.from_checkpoints` (split, length, device, ...)
 ) -> ClassDropExplorer:
     "The explorer of a baseline and a DropClass model: given checkpoints, or the default pair (trained on first use)."
     from dropclass.explorer import ClassDropExplorer
-    return ClassDropExplorer.from_checkpoints(checkpoints or default_checkpoints(cache_dir, progress), **kwargs)
+    return ClassDropExplorer.from_checkpoints(checkpoints or default_checkpoints(cache_dir, progress, overrides), **kwargs)
 
 # %% ../nbs/35_app.ipynb #3a5a000f
 APP_ENV = "DROPCLASS_EXPLORER"  # environment variable with the app's settings (JSON)

@@ -351,7 +351,7 @@ def test_default_checkpoints_train_once_then_load(tmp_path, monkeypatch):
     monkeypatch.setattr("dropclass.experiments.train", no_training)
     monkeypatch.setattr("dropclass.experiments._side_by_side", lambda *a: no_training(None))
     assert default_checkpoints(tmp_path, progress=False, overrides=small) == ckpts
-    ex = default_explorer(tmp_path, length=3, progress=False)  # with the cache: nothing to train
+    ex = default_explorer(tmp_path, length=3, progress=False, overrides=small)  # with the cache: nothing to train
     assert list(ex.models) == ["baseline", "DropClass"] and len(ex.dataset) == 3
 
 

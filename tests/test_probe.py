@@ -46,7 +46,9 @@ def test_probe_script_writes_every_variant_and_reuses_them(runs, tmp_path):
     again = _probe("--run", runs / "dropclass", "--tiny", "--variants", "official", "no_norm", "--out", out, "--quiet")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "official: already measured" in again.stdout and "no_norm: already measured" not in again.stdout
-    assert set(json.loads(out.read_text())["variants"]) == {"official", "no_norm"}
+    d = json.loads(out.read_text())
+    assert set(d["variants"]) == {"official", "frozen_bn", "z_present", "no_norm"}  # the earlier call's variants are kept
+    assert len(d["commands"]) == 2
 
 
 def test_probe_script_refuses_what_it_cannot_probe(runs, tmp_path):
