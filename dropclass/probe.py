@@ -207,7 +207,7 @@ def probe_drops(
         set_probe_mode(head, True)
         z = _draw(labels, C, s.draw, gen, train.ignore_index)
         out = head.branches_from_features(A, x, z) if False else None
-        logits, drop_logits = head.head(A, x, "plain", upsample=False), head.head(A, x, "drop", z, upsample=False)
+        logits, drop_logits = head.head(A, x, "plain", upsample=False), head.head(A, x, "drop", z, labels, upsample=False)
         loss, _ = crit((logits, drop_logits, z, lambda l: head.output(l, x)), labels, lam=s.lam)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"the probe's loss is {loss.item()} at iteration {step + 1}: lower lr (lr={s.lr})")
