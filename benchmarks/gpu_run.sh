@@ -117,10 +117,14 @@ done
 if [[ -z $SCALE ]]; then
   SCALE=1
   if (( TINY )); then
-    SCALE=$(OMP_NUM_THREADS=1 "$PYTHON" "$REPO/benchmarks/machine_speed.py" 2>/dev/null) \
+    SCALE=$(OMP_NUM_THREADS=1 "$PYTHON" "$REPO/benchmarks/machine_speed.py" 2>/dev/null | tail -n 1) \
       || { echo "gpu_run.sh: benchmarks/machine_speed.py failed; give --time-scale" >&2; exit 2; }
+    if [[ ! $SCALE =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+      echo "gpu_run.sh: benchmarks/machine_speed.py printed '$SCALE', not a number; give --time-scale" >&2; exit 2
+    fi
   fi
 fi
+if ! awk -v f="$SCALE" 'BEGIN { exit !(f > 0) }'; then echo "gpu_run.sh: --time-scale must be greater than 0, got '$SCALE'" >&2; exit 2; fi
 scaled() { awk -v s="$1" -v f="$SCALE" 'BEGIN { printf "%d", s * f + 0.5 }'; }
 BUDGET=$(scaled "$BUDGET") MIN_STEP=$(scaled "$MIN_STEP") RESERVE=$(scaled "$RESERVE")
 CAP_EAGER=$(scaled "$CAP_EAGER") CAP_TRAIN=$(scaled "$CAP_TRAIN") CAP_COMPARE=$(scaled "$CAP_COMPARE")

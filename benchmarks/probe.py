@@ -106,13 +106,18 @@ def main(argv=None) -> int:
            "features_seconds": round(features_s, 1), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
            "cores": os.cpu_count(), "torch": torch.__version__, "tiny": args.tiny,
            "commands": [], "variants": {}}
-    same_data = previous.get("run") == doc["run"] and previous.get("train_scenes") == doc["train_scenes"] \
-        and previous.get("val_scenes") == doc["val_scenes"] and previous.get("class_weights") == doc["class_weights"]
+    doc["checkpoint_mtime_ns"] = ckpt.stat().st_mtime_ns  # a run trained again at the same path is not the same model
+    same_data = all(previous.get(k) == doc[k] for k in ("run", "checkpoint_mtime_ns", "model", "train_scenes", "val_scenes",
+                                                         "class_weights"))
     if same_data: doc["variants"], doc["commands"] = (dict(previous.get("variants", {})),
                                                 list(previous.get("commands", [previous["command"]] if "command" in previous else [])))
     command = " ".join(["python", "benchmarks/probe.py", *(sys.argv[1:] if argv is None else argv)])
     if command not in doc["commands"]: doc["commands"].append(command)
+    has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.compensate)
     for name in args.variants:
+        if VARIANTS[name].get("norm") == "frozen" and not has_bn:
+            print(f"{name}: skipped, the model's compensating layer has no BatchNorm to freeze ({cfg.compensation_norm})")
+            continue
         settings = ProbeSettings(drops=tuple(args.drops), batch_size=args.batch_size, seed=args.seed, **VARIANTS[name])
         old = doc["variants"].get(name)
         if old is not None and old.get("settings") == json.loads(json.dumps(vars(settings))):

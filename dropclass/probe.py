@@ -206,7 +206,6 @@ def probe_drops(
         x = torch.zeros((), device=dev, dtype=dtype).expand(A.shape[0], 3, *labels.shape[-2:])
         set_probe_mode(head, True)
         z = _draw(labels, C, s.draw, gen, train.ignore_index)
-        out = head.branches_from_features(A, x, z) if False else None
         logits, drop_logits = head.head(A, x, "plain", upsample=False), head.head(A, x, "drop", z, labels, upsample=False)
         loss, _ = crit((logits, drop_logits, z, lambda l: head.output(l, x)), labels, lam=s.lam)
         if not math.isfinite(loss.item()):

@@ -891,7 +891,7 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     saved = {k: v for k, v in state["config"].items() if k in {f.name for f in fields(TrainConfig)}}
     # the checkpoint holds every weight: the encoder's starting weights are not read again (their file may be gone)
     cfg = TrainConfig(**{**saved, "encoder_weights": None})
-    model = build_model(cfg, labels_for(cfg).num_classes)
+    model = build_model(cfg, labels_for(cfg).num_classes).to(dtype=DTYPES[cfg.dtype])  # a float64 run loads as float64
     cfg.encoder_weights = saved.get("encoder_weights")  # as trained (a record; `prepare_run` is where the file must exist)
     # load_checkpoint refused non-finite weights
     try: model.load_state_dict(state["model"])

@@ -45,8 +45,8 @@ def session(tmp_path_factory):
     scale = scaled(1.0)  # this machine's slowness (benchmarks/machine_speed.py), measured once per test session
     budget = 400  # the script's budget with --tiny, before the scale
     proc = subprocess.run(["bash", str(SCRIPT), "--tiny", "--device", "cpu", "--time-scale", f"{scale:.2f}"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=budget * scale + 120)  # a guard against a hung script only
-    return out, proc, before, _results_listing()
+                          capture_output=True, text=True, timeout=(budget + 60) * scale + 60)  # a hung script only: the
+    return out, proc, before, _results_listing()  # steps, their kill-after and the summary end within budget + 60 s (scaled)
 
 
 def _steps_that_failed(out: Path) -> str:
@@ -172,6 +172,8 @@ def test_bad_arguments_and_help():
     assert bad.returncode == 2 and "--seeds must be a whole number" in bad.stderr
     bad = subprocess.run(["bash", str(SCRIPT), "--tiny", "--time-scale", "fast"], env=env, capture_output=True, text=True, timeout=scaled(30))
     assert bad.returncode == 2 and "--time-scale must be a number" in bad.stderr
+    bad = subprocess.run(["bash", str(SCRIPT), "--tiny", "--time-scale", "0"], env=env, capture_output=True, text=True, timeout=scaled(30))
+    assert bad.returncode == 2 and "--time-scale must be greater than 0" in bad.stderr
     ok = subprocess.run(["bash", str(SCRIPT), "--help"], env=env, capture_output=True, text=True, timeout=scaled(30))
     assert ok.returncode == 0 and "--fetch-wheels" in ok.stdout
     for script in ("bench_gpu.py", "bench_gpu_train.py", "gpu_summary.py", "machine_speed.py"):

@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -158,6 +157,8 @@ def test_two_process_ddp_matches_one_process_with_twice_the_batch(tmp_path):
     common = {"optimizer": "sgd", "lr": 0.05, "max_iters": 4, "ckpt_every": 4, "p_max": 1.0, "iters_per_epoch": 1, "dtype": "float64"}
     w = _ddp_runs(tmp_path, "tiny", common, batch=2)
     assert all(v.dtype == torch.float64 for v in w["ddp"].values() if v.is_floating_point())
+    model, cfg = load_model(tmp_path / "ddp" / "last.pt")
+    assert cfg.dtype == "float64" and all(p.dtype == torch.float64 for p in model.parameters())  # loads as it trained
     assert same(w["single"], w["ddp"], atol=EXACT)
     assert not same(w["half"], w["ddp"], atol=DIFFERENT)  # the comparison can tell: the per-process batch trains other weights
     ma, mb = (json.loads((tmp_path / n / "metrics.json").read_text())["splits"]["val"]["miou"] for n in ("single", "ddp"))
