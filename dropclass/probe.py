@@ -135,6 +135,11 @@ def set_probe_mode(head: DropClass, training: bool) -> DropClass:
     return head
 
 # %% ../nbs/27_probe.ipynb #b7e00014
+def _stand_in(A: Tensor, labels: Tensor) -> Tensor:
+    "A zero-stride tensor of the images' shape (B, 3, H, W): the output stage reads only its size, so nothing is allocated."
+    return torch.zeros((), device=A.device, dtype=A.dtype).expand(A.shape[0], 3, *labels.shape[-2:])
+
+
 def _draw(labels: Tensor, num_classes: int, draw: str, gen: torch.Generator, ignore_index: int) -> int:
     "The class to drop in a batch: uniform over all classes, or over the classes present in the batch."
     if draw == "all": return int(torch.randint(num_classes, (), generator=gen))
@@ -157,8 +162,7 @@ def measure_head(
         for i in range(0, len(val), batch_size):
             A = val.A[i:i + batch_size].to(dev, dtype)
             labels = val.labels[i:i + batch_size].to(dev)
-            x = torch.zeros((), device=dev, dtype=dtype).expand(A.shape[0], 3, *labels.shape[-2:])  # only its size is read
-            d = d + head_diagnostics(head, A, x, labels, val.ignore_index)
+            d = d + head_diagnostics(head, A, _stand_in(A, labels), labels, val.ignore_index)
     per = d.suppression
     rare_rates = [float(per[c]) for c in rare if not math.isnan(float(per[c]))]
     dim = drop_dimming(head) if head.importance == "weight" else None
@@ -184,7 +188,7 @@ def probe_drops(
     """Train only the head of `model` on frozen features with a class dropped in every batch (Eq. 9, fixed lambda) and
     measure it at each checkpoint of `settings.drops` (drops per class). Returns the settings and one row per checkpoint."""
     s = settings or ProbeSettings()
-    head = probe_head(model, s.norm, s.average)
+    head = set_probe_mode(probe_head(model, s.norm, s.average), True)  # once: measuring (`evaluating`) restores every mode
     C = head.num_classes
     rare = rare_classes(train.pixel_counts(C)) if rare is None else list(rare)
     dev, dtype = device_of(head), dtype_of(head)
@@ -203,8 +207,7 @@ def probe_drops(
         if pos + s.batch_size > len(train): order, pos = torch.randperm(len(train), generator=gen), 0
         idx = order[pos:pos + s.batch_size]; pos += s.batch_size
         A, labels = train.A[idx].to(dev, dtype), train.labels[idx].to(dev)
-        x = torch.zeros((), device=dev, dtype=dtype).expand(A.shape[0], 3, *labels.shape[-2:])
-        set_probe_mode(head, True)
+        x = _stand_in(A, labels)
         z = _draw(labels, C, s.draw, gen, train.ignore_index)
         logits, drop_logits = head.head(A, x, "plain", upsample=False), head.head(A, x, "drop", z, labels, upsample=False)
         loss, _ = crit((logits, drop_logits, z, lambda l: head.output(l, x)), labels, lam=s.lam)
