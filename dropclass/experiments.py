@@ -185,9 +185,10 @@ def _bias(runs: Path, seeds: list[int], scenes: int) -> dict:
     from dropclass.analysis.bias import influential_classes, iou_after_erasing, iou_drop, unbiased_iou
     cache = runs / f"bias_{scenes}.json"
     known = json.loads(cache.read_text()) if cache.is_file() else {}
-    if all(f"seed{s}" in known for s in seeds): return known
+    todo = [s for s in seeds if f"seed{s}" not in known]  # each seed on its own: a cache of some seeds is extended
+    if not todo: return known
     models, cfg = {}, None
-    for s in seeds:
+    for s in todo:
         base, cfg = load_model(runs / f"seed{s}" / "baseline" / "last.pt")
         drop, _ = load_model(runs / f"seed{s}" / "dropclass" / "last.pt")
         plain, _ = load_model(runs / f"seed{s}" / "dropclass" / "last.pt")
@@ -195,8 +196,8 @@ def _bias(runs: Path, seeds: list[int], scenes: int) -> dict:
         models.update({f"seed{s}/baseline": base, f"seed{s}/dropclass": drop, f"seed{s}/dropclass_plain": plain})
     labels = labels_for(cfg)
     res = iou_after_erasing(models, dataset_for(cfg, cfg.val_split, length=scenes), progress=True)
-    out = {}
-    for s in seeds:
+    out = dict(known)
+    for s in todo:
         b = res[f"seed{s}/baseline"]
         top = influential_classes(iou_drop(b.iou, b.after), 3, b.erased)  # chosen on the baseline, reused for DropClass
         out[f"seed{s}"] = {}
