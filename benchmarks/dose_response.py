@@ -12,9 +12,10 @@ Per dose and model: val and counterfactual mIoU and mIoU†, I* (Table 4), DropC
 the drop-branch diagnostics of the DropClass run (share of a dropped class's pixels still predicted: over all pixels,
 mean over classes, mean over the rare classes, relative to the recall with nothing dropped; drop_dimming; pixel
 accuracy of the drop branch and of h(A) with nothing dropped). The JSON is rewritten after every dose; the runs
-resume, so the script can be stopped and started again with the same arguments.
+resume, so the script can be stopped and started again with the same arguments; the results of finished runs (not
+their weights) are kept with the JSON, so a finished dose is read, not trained again, on another clone.
 
-    python benchmarks/dose_response.py --doses 40 170 340 --runs runs/dose          # hours on two CPU cores
+    python benchmarks/dose_response.py --doses 40 170 340          # about an hour and a half on two CPU cores
     python benchmarks/dose_response.py --doses 2 --preset tiny --set crop_size=32x64 --runs /tmp/dose --tiny   # a check
 """
 from __future__ import annotations
@@ -72,12 +73,17 @@ def summarise(metrics: dict, plain: dict, bias: dict | None, rare: list[str], cl
                      for name in ("baseline", "dropclass", "dropclass_plain")}
     d = metrics["dropclass"].get("diagnostics") or {}
     per = d.get("suppression", {})
+    recall = d.get("recall_before", {})
     rare_vals = [per[c] for c in rare if per.get(c) is not None]
+    # relative to the recall with nothing dropped, over the rare classes that the drop branch predicts at all
+    rare_rel = [per[c] / recall[c] for c in rare if per.get(c) is not None and (recall.get(c) or 0) > 0]
     row["diagnostics"] = {"still_predicted": d.get("suppression_rate"), "still_predicted_class_mean": d.get("suppression_mean"),
                           "still_predicted_rare_mean": round(sum(rare_vals) / len(rare_vals), 5) if rare_vals else None,
-                          "still_predicted_relative": d.get("suppression_relative"), "accuracy_drop": d.get("accuracy_drop"),
+                          "still_predicted_relative": d.get("suppression_relative"),
+                          "still_predicted_rare_relative": round(sum(rare_rel) / len(rare_rel), 5) if rare_rel else None,
+                          "rare_predicted": len(rare_rel), "accuracy_drop": d.get("accuracy_drop"),
                           "accuracy_plain": d.get("accuracy_plain"), "agreement": d.get("agreement"),
-                          "per_class": per, "scenes": d.get("scenes")}
+                          "per_class": per, "recall_before": recall, "scenes": d.get("scenes")}
     val = metrics["baseline"]["config"]["val_split"]
     for name in ("baseline", "dropclass"):
         row[f"val_iou_{name}"] = {c: None if v is None else round(100 * v, 2) for c, v in zip(classes, metrics[name]["splits"][val]["iou"])}
@@ -93,7 +99,9 @@ def main(argv=None) -> int:
                    help=f"settings of every run, after the recipe {' '.join(RECIPE)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=None, help="trainings at a time (default: two on a multi-core CPU)")
-    p.add_argument("--runs", type=Path, default=Path("runs") / "dose", help="folder of the runs (resumable; default runs/dose)")
+    p.add_argument("--runs", type=Path, default=RESULTS / "dose_runs",
+                   help="folder of the runs (resumable; default benchmarks/results/dose_runs, where git keeps the results of "
+                        "finished runs but not their weights, so that a finished dose is not trained again)")
     p.add_argument("--bias-scenes", type=int, default=100, help="val scenes of the I* measurement (0: skip it)")
     p.add_argument("--out", type=Path, default=RESULTS / "dose_response.json")
     p.add_argument("--tiny", action="store_true", help="no I* and short evaluations: a check of the script")

@@ -51,6 +51,8 @@ def test_tiny_run_writes_both_models_and_the_diagnostics(tmp_path):
         for model in row[split].values(): assert 0 <= model["miou"] <= 100 and 0 <= model["miou_dagger"] <= 100
     diag = row["diagnostics"]
     assert 0 <= diag["still_predicted"] <= 1 and 0 <= diag["accuracy_drop"] <= 1 and 0 <= diag["accuracy_plain"] <= 1
+    assert diag["still_predicted_rare_relative"] is None or diag["still_predicted_rare_relative"] >= 0
+    assert 0 <= diag["rare_predicted"] <= len(row["rare_classes"]) and set(diag["recall_before"]) == set(diag["per_class"])
     assert set(diag["per_class"]) == set(row["val_iou_baseline"]) == set(row["val_iou_dropclass"]) and len(diag["per_class"]) == 19
     # a second call reuses the finished runs: same numbers, nothing trained again
     before = (tmp_path / "runs").glob("**/last.pt")
