@@ -38,6 +38,9 @@ ABLATIONS: dict[str, tuple[str, dict]] = {  # variant: (what it is, overrides of
                                        {"method": "dropclass", "compensation_momentum": 0.1, "compensation_init_std": None}),
     "dropclass_ramps_end_half": ("DropClass with lambda and p reaching their maxima half way through training",
                                  {"method": "dropclass", "ramp_end": 0.5}),
+    "dropclass_ramps_early": ("DropClass with lambda and p stepped every iteration and at their maxima from a tenth of "
+                              "training on, so that almost every batch drops a class (the `bite` preset's schedule, "
+                              "notebook 28)", {"method": "dropclass", "ramp": "iter", "ramp_end": 0.1}),
 }
 EVAL_ONLY = {"dropclass_plain_inference": "dropclass"}  # variants that re-evaluate another variant's weights
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 
 # %% auto #0
-__all__ = ['EXPLORER_PRESET', 'EXPLORER_OVERRIDES', 'DEMO_DIR', 'MODEL_NAMES', 'FIRST_USE_MINUTES', 'APP_ENV', 'APP_NOTEBOOK',
-           'ALIVE_PATH', 'default_cache_dir', 'default_pair_plan', 'default_checkpoints', 'default_explorer',
-           'app_notebook', 'explorer_from_env', 'serve']
+__all__ = ['EXPLORER_PRESET', 'EXPLORER_OVERRIDES', 'DEMO_DIR', 'MODEL_NAMES', 'FIRST_USE_MINUTES', 'BITE_PRESET', 'BITE_NAME',
+           'BITE_DIR', 'BITE_MINUTES', 'APP_ENV', 'APP_NOTEBOOK', 'ALIVE_PATH', 'default_cache_dir',
+           'default_pair_plan', 'default_checkpoints', 'default_explorer', 'app_notebook', 'explorer_from_env', 'serve']
 
 # %% ../nbs/35_app.ipynb #3a5a0007
 EXPLORER_PRESET = "demo"  # the default pair is the demo's: `dropclass demo` and the explorer share one training
@@ -25,6 +25,10 @@ EXPLORER_OVERRIDES: dict = {}  # settings that differ from the preset (none: the
 DEMO_DIR = Path("runs/demo")  # where `dropclass demo` writes its runs
 MODEL_NAMES = {"baseline": "baseline", "dropclass": "DropClass"}  # method -> name shown in the explorer
 FIRST_USE_MINUTES = 6  # training the demo's pair side by side on two CPU cores (benchmarks/results/demo_time.json)
+BITE_PRESET = "bite"  # a third default model: DropClass trained with a class dropped in almost every batch (notebook 28)
+BITE_NAME = "DropClass (bite preset)"  # its name in the explorer, beside the demo's DropClass
+BITE_DIR = "dropclass_bite"  # its folder in the cache
+BITE_MINUTES = 30  # training it on two CPU cores, beside the pair or alone (benchmarks/results/dose_response.json)
 
 
 def default_cache_dir() -> Path:
@@ -43,18 +47,26 @@ def _demo_runs(demo_dir: str | Path | None, overrides: dict | None) -> dict[str,
 
 def default_pair_plan(
     cache_dir: str | Path | None = None,  # default: `default_cache_dir()`
-    overrides: dict | None = None,  # further settings of both runs
+    overrides: dict | None = None,  # further settings of the runs
     demo_dir: str | Path | None = DEMO_DIR,
-) -> str | None:  # None when the pair is ready, else a sentence saying what training will happen and how long it takes
+    bite: bool = True,  # the third model too (`BITE_PRESET`)
+) -> str | None:  # None when the models are ready, else a sentence saying what training will happen and how long it takes
     "What `default_checkpoints` will have to do first, in words; cheap (reads no model)."
-    if _demo_runs(demo_dir, overrides): return None
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    missing = [m for m in MODEL_NAMES if not (cache / m / "metrics.json").is_file()]
-    if not missing: return None
-    return (f"no trained models found (neither a finished `dropclass demo` in {demo_dir} nor a cache in {cache}): training "
-            f"the demo's {' and '.join(MODEL_NAMES[m] for m in missing)} model{'s' if len(missing) > 1 else ''} first, once; "
-            f"about {FIRST_USE_MINUTES} minutes on two CPU cores, less with more cores or a GPU. An interrupted training "
-            "resumes where it stopped.")
+    missing = [] if _demo_runs(demo_dir, overrides) else [MODEL_NAMES[m] for m in MODEL_NAMES if not (cache / m / "metrics.json").is_file()]
+    bite_missing = bite and not (cache / BITE_DIR / "metrics.json").is_file()
+    if not missing and not bite_missing: return None
+    parts, minutes = [], 0
+    if missing:
+        parts.append(f"the demo's {' and '.join(missing)} model{'s' if len(missing) > 1 else ''} (neither a finished "
+                     f"`dropclass demo` in {demo_dir} nor a cache in {cache})")
+        minutes += FIRST_USE_MINUTES
+    if bite_missing:
+        parts.append(f"the {BITE_NAME} model, in which each class was dropped about 24 times as often as in the demo's")
+        minutes += BITE_MINUTES
+    return (f"no trained models found: training {' and '.join(parts)} first, once, into {cache}; about {minutes} minutes "
+            "on two CPU cores, less with more cores or a GPU (`--no-bite` skips the third model). An interrupted "
+            "training resumes where it stopped.")
 
 
 def default_checkpoints(
@@ -62,39 +74,42 @@ def default_checkpoints(
     progress: bool = True,  # progress bars while training
     overrides: dict | None = None,  # further settings of both runs (e.g. {"max_iters": 60})
     demo_dir: str | Path | None = DEMO_DIR,  # a finished `dropclass demo` here is used as it is (when no overrides are given)
-    jobs: int | None = None,  # trainings at a time (None: both side by side on a multi-core CPU)
+    jobs: int | None = None,  # trainings at a time (None: two side by side on a multi-core CPU)
     announce: bool = True,  # say first what will be trained and how long it takes (`serve` says it itself, earlier)
+    bite: bool = True,  # add the DropClass model of `BITE_PRESET`, trained once into the cache
 ) -> dict[str, Path]:  # model name -> checkpoint
-    "The demo's baseline and DropClass checkpoints: those of a finished `dropclass demo`, else trained once into the cache."
+    """The demo's baseline and DropClass checkpoints (those of a finished `dropclass demo`, else trained once into the
+    cache) and, with `bite`, a DropClass model of the `bite` preset, in which the drop has had about 24 times the practice."""
     from dropclass.experiments import train_runs
     from dropclass.train import config_from
-    demo = _demo_runs(demo_dir, overrides)
-    if demo:
-        if progress: print(f"using the demo's models in {demo_dir}")
-        return demo
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    plan = default_pair_plan(cache, overrides, demo_dir) if announce and progress else None
+    plan = default_pair_plan(cache, overrides, demo_dir, bite) if announce and progress else None
     if plan: print(plan, flush=True)
-    cfgs = {name: config_from(EXPLORER_PRESET, {**EXPLORER_OVERRIDES, **(overrides or {}), "method": method,
-                                                "out_dir": str(cache / method), "progress": progress})
-            for method, name in MODEL_NAMES.items()}
-    train_runs(cfgs, jobs, progress)  # one training set: its class statistics are counted once; trained only once
+    demo = _demo_runs(demo_dir, overrides)
+    if demo and progress: print(f"using the demo's models in {demo_dir}")
+    cfgs = {} if demo else {name: config_from(EXPLORER_PRESET, {**EXPLORER_OVERRIDES, **(overrides or {}), "method": method,
+                                                                "out_dir": str(cache / method), "progress": progress})
+                            for method, name in MODEL_NAMES.items()}
+    if bite: cfgs[BITE_NAME] = config_from(BITE_PRESET, {**(overrides or {}), "method": "dropclass", "out_dir": str(cache / BITE_DIR),
+                                                         "progress": progress})
+    if cfgs: train_runs(cfgs, jobs, progress)  # one training set: class statistics counted once per data; trained only once
     for cfg in cfgs.values():  # the explorer reads last.pt; a second checkpoint of each model would only take space
         best = Path(cfg.out_dir) / "best.pt"
         if best.is_file(): best.unlink()
-    return {name: Path(cfg.out_dir) / "last.pt" for name, cfg in cfgs.items()}
+    return {**(demo or {}), **{name: Path(cfg.out_dir) / "last.pt" for name, cfg in cfgs.items()}}
 
 # %% ../nbs/35_app.ipynb #3a5a0009
 def default_explorer(
     cache_dir: str | Path | None = None,  # where the default pair is cached (see `default_checkpoints`)
     checkpoints: dict[str, str | Path] | None = None,  # name -> checkpoint, instead of the default pair
     progress: bool = True,  # progress bars while training
-    overrides: dict | None = None,  # further settings of the default pair (see `default_checkpoints`)
+    overrides: dict | None = None,  # further settings of the default models (see `default_checkpoints`)
+    bite: bool = True,  # the default models include the `bite` preset's DropClass model
     **kwargs,  # passed on to `ClassDropExplorer.from_checkpoints` (split, length, device, ...)
 ) -> ClassDropExplorer:
-    "The explorer of a baseline and a DropClass model: given checkpoints, or the default pair (trained on first use)."
+    "The explorer of given checkpoints, or of the default models (the demo's pair and the `bite` model, trained on first use)."
     from dropclass.explorer import ClassDropExplorer
-    return ClassDropExplorer.from_checkpoints(checkpoints or default_checkpoints(cache_dir, progress, overrides), **kwargs)
+    return ClassDropExplorer.from_checkpoints(checkpoints or default_checkpoints(cache_dir, progress, overrides, bite=bite), **kwargs)
 
 # %% ../nbs/35_app.ipynb #3a5a000f
 APP_ENV = "DROPCLASS_EXPLORER"  # environment variable with the app's settings (JSON)
@@ -205,17 +220,18 @@ def serve(
     cache_dir: str | Path | None = None,  # cache of the default pair
     split: str | None = None,  # split to explore (default: the val split)
     length: int = 100,  # number of synthetic scenes
+    bite: bool = True,  # the default models include the `bite` preset's DropClass model (without checkpoints)
 ) -> None:
     "Serve the explorer with Voila on http://localhost:PORT/ until interrupted; says first what it will do and how long it takes."
     for p in (checkpoints or {}).values():
         if not Path(p).is_file(): raise FileNotFoundError(f"no checkpoint at {p}")
     _check_port(port)
     url = f"http://localhost:{port}/"
-    plan = None if checkpoints else default_pair_plan(cache_dir)
+    plan = None if checkpoints else default_pair_plan(cache_dir, bite=bite)
     print(f"dropclass explore: {plan} Then the explorer will be served at {url}" if plan else
           f"dropclass explore: starting the server (a few seconds); the explorer will be at {url}", flush=True)
     Voila = _voila()
-    checkpoints = {n: str(Path(p).resolve()) for n, p in (checkpoints or default_checkpoints(cache_dir, announce=False)).items()}
+    checkpoints = {n: str(Path(p).resolve()) for n, p in (checkpoints or default_checkpoints(cache_dir, announce=False, bite=bite)).items()}
     folder = Path(tempfile.mkdtemp(prefix="dropclass-explore-"))
     nb = app_notebook(folder / APP_NOTEBOOK)
     os.environ[APP_ENV] = json.dumps({"checkpoints": checkpoints, "split": split, "length": length})

@@ -219,6 +219,14 @@ PRESETS: dict[str, dict] = {
                   model_args={"decoder_segmentation_channels": 64}, dataset="synthetic", train_length=3000, eval_length=200,
                   crop_size=(128, 256), batch_size=8, max_iters=1500, optimizer="adamw", lr=4e-3, weight_decay=1e-4,
                   init_std=None, class_weights="median", eval_every=300, ckpt_every=150),
+    # a variant, not the official schedule: the study's recipe at 64x128 (a quarter of the pixels, so that a run four
+    # times as long fits) with lambda and p stepped every iteration and at 1 from a tenth of training on, so that almost
+    # every batch drops a class: 6810 iterations drop each class about 340 times, against 36 in `study` (notebook 28,
+    # benchmarks/dose_response.py). The same preset with method=baseline is its baseline.
+    "bite": dict(method="dropclass", arch="FPN", encoder="tu-efficientnet_lite0", encoder_weights="imagenet",
+                 model_args={"decoder_segmentation_channels": 64}, dataset="synthetic", train_length=3000, eval_length=200,
+                 crop_size=(64, 128), batch_size=8, max_iters=6810, optimizer="adamw", lr=4e-3, weight_decay=1e-4,
+                 init_std=None, class_weights="median", ramp="iter", ramp_end=0.1, eval_every=1702, ckpt_every=681),
     # the same pipeline in under a minute per model: smaller scenes, fewer iterations (a smoke run, not a result)
     "demo-quick": dict(method="dropclass", arch="FPN", encoder="tu-efficientnet_lite0", encoder_weights="imagenet",
                        model_args={"decoder_segmentation_channels": 64}, dataset="synthetic", train_length=1000, eval_length=60,

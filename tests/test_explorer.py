@@ -340,19 +340,42 @@ def test_models_must_match_the_labels(dc):
 def test_default_checkpoints_train_once_then_load(tmp_path, monkeypatch):
     monkeypatch.setattr(app_module, "EXPLORER_PRESET", "tiny")
     small = {"max_iters": 2, "ckpt_every": 2, "train_length": 16, "eval_length": 4}
-    assert "training the demo's baseline and DropClass models first" in app_module.default_pair_plan(tmp_path, small)
-    ckpts = default_checkpoints(tmp_path, progress=False, overrides=small)
+    assert "training the demo's baseline and DropClass models" in app_module.default_pair_plan(tmp_path, small, bite=False)
+    ckpts = default_checkpoints(tmp_path, progress=False, overrides=small, bite=False)
     assert list(ckpts) == ["baseline", "DropClass"] and all(p.is_file() for p in ckpts.values())
     assert not list(tmp_path.rglob("best.pt")), "the cache keeps a best.pt the explorer never reads"
-    assert app_module.default_pair_plan(tmp_path, small) is None
+    assert app_module.default_pair_plan(tmp_path, small, bite=False) is None
     assert isinstance(load_model(ckpts["DropClass"])[0], DropClass) and not isinstance(load_model(ckpts["baseline"])[0], DropClass)
 
     def no_training(cfg): raise AssertionError("the cached pair was trained again")
     monkeypatch.setattr("dropclass.experiments.train", no_training)
     monkeypatch.setattr("dropclass.experiments._side_by_side", lambda *a: no_training(None))
-    assert default_checkpoints(tmp_path, progress=False, overrides=small) == ckpts
-    ex = default_explorer(tmp_path, length=3, progress=False, overrides=small)  # with the cache: nothing to train
+    assert default_checkpoints(tmp_path, progress=False, overrides=small, bite=False) == ckpts
+    ex = default_explorer(tmp_path, length=3, progress=False, overrides=small, bite=False)  # with the cache: nothing to train
     assert list(ex.models) == ["baseline", "DropClass"] and len(ex.dataset) == 3
+
+
+def test_default_models_add_the_bite_model_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(app_module, "EXPLORER_PRESET", "tiny")
+    monkeypatch.setattr(app_module, "BITE_PRESET", "tiny")
+    small = {"max_iters": 2, "ckpt_every": 2, "train_length": 16, "eval_length": 4}
+    pair = default_checkpoints(tmp_path, progress=False, overrides=small, bite=False)
+    plan = app_module.default_pair_plan(tmp_path, small)
+    assert app_module.BITE_NAME in plan and "the demo's baseline" not in plan  # the pair is cached; only the third model is missing
+    ckpts = default_checkpoints(tmp_path, progress=False, overrides=small)
+    assert list(ckpts) == ["baseline", "DropClass", app_module.BITE_NAME] and {k: ckpts[k] for k in pair} == pair
+    assert ckpts[app_module.BITE_NAME] == tmp_path / app_module.BITE_DIR / "last.pt"
+    model, cfg = load_model(ckpts[app_module.BITE_NAME])
+    assert isinstance(model, DropClass) and cfg.method == "dropclass" and cfg.max_iters == 2
+    assert app_module.default_pair_plan(tmp_path, small) is None
+
+    def no_training(cfg): raise AssertionError("the cached models were trained again")
+    monkeypatch.setattr("dropclass.experiments.train", no_training)
+    monkeypatch.setattr("dropclass.experiments._side_by_side", lambda *a: no_training(None))
+    ex = default_explorer(tmp_path, length=2, progress=False, overrides=small)
+    assert list(ex.models) == ["baseline", "DropClass", app_module.BITE_NAME]
+    ex.set(model=app_module.BITE_NAME, drop="road")
+    assert ex.error is None
 
 
 def test_default_cache_dir_follows_xdg(monkeypatch, tmp_path):

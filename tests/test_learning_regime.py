@@ -84,7 +84,7 @@ def test_imagenet_weights_errors():
 
 
 def test_demo_presets_start_from_imagenet(lite0):
-    for name in ("demo", "demo-quick", "study"):
+    for name in ("demo", "demo-quick", "study", "bite"):
         assert PRESETS[name]["encoder"] == "tu-efficientnet_lite0" and PRESETS[name]["encoder_weights"] == "imagenet"
     official = build_model(config_from("demo", {"method": "baseline", "init_std": 0.001}), 19)
     torch.testing.assert_close(official.encoder.state_dict()["model.conv_stem.weight"], lite0.state_dict()["conv_stem.weight"])
@@ -293,7 +293,7 @@ def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):
     def no_training(cfg): raise AssertionError("the demo's finished runs should have been used")
     monkeypatch.setattr("dropclass.experiments.train", no_training)
     monkeypatch.setattr("dropclass.experiments._side_by_side", lambda *a: no_training(None))
-    ckpts = default_checkpoints(tmp_path / "cache", progress=False, demo_dir=tmp_path / "demo")
+    ckpts = default_checkpoints(tmp_path / "cache", progress=False, demo_dir=tmp_path / "demo", bite=False)
     assert ckpts == {"baseline": tmp_path / "demo" / "baseline" / "last.pt", "DropClass": tmp_path / "demo" / "dropclass" / "last.pt"}
     ex = ClassDropExplorer.from_checkpoints(ckpts, length=2)
     for change in ({"model": "DropClass"}, {"drop": "road"}, {"drop": None}, {"model": "baseline"}, {"drop": "car"}):
