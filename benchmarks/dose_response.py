@@ -32,6 +32,15 @@ RESULTS = Path(__file__).parent / "results"
 RECIPE = ["crop_size=64x128", "ramp=iter", "ramp_end=0.1"]
 
 
+def _cpu() -> dict:
+    "The CPU model and its vector extensions (Linux: /proc/cpuinfo), so that a time can be read against its machine."
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    field = lambda key: next((line.split(":", 1)[1].strip() for line in info if line.startswith(key)), "")
+    flags = set(field("flags").split())
+    return {"cpu": field("model name") or platform.processor(),
+            "vector_extensions": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]}
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text)
@@ -59,6 +68,13 @@ def iters_for(dose: float, preset: str, overrides: list[str]) -> int:
         mid = (lo + hi) // 20 * 10
         lo, hi = (mid, hi) if per(mid) < dose else (lo, mid)
     return hi
+
+
+def _train_seconds(run: Path) -> float | None:
+    "Seconds the training loop of a finished run took (the last time its history logged; evaluations included)."
+    times = [e["time"] for e in map(json.loads, (run / "history.jsonl").read_text().splitlines()) if "time" in e] \
+        if (run / "history.jsonl").is_file() else []
+    return round(times[-1], 1) if times else None
 
 
 def summarise(metrics: dict, plain: dict, bias: dict | None, rare: list[str], classes: list[str]) -> dict:
@@ -117,7 +133,7 @@ def main(argv=None) -> int:
     config_from(args.preset, overrides)  # a bad preset or setting fails before anything trains
     out = json.loads(args.out.read_text()) if args.out.is_file() else {}
     out.update({"preset": args.preset, "recipe": overrides, "seed": args.seed, "command": " ".join(["python benchmarks/dose_response.py", *(argv or sys.argv[1:])]),
-                "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                "machine": {"platform": platform.platform(), **_cpu(), "cpus": os.cpu_count(),
                             "torch": torch.__version__, "threads": torch.get_num_threads()}})
     out.setdefault("doses", {})
     for dose in args.doses:
@@ -142,7 +158,8 @@ def main(argv=None) -> int:
         rare = [labels.classes[c] for c in labels.rarest()]  # the classes of mIoU†
         row = summarise(metrics, plain, bias, rare, list(labels.classes))
         row.update({"iters": iters, "drops_per_class": round(drops, 1), "rare_classes": rare,
-                    "wall_seconds": round(time.perf_counter() - t0, 1), "config": metrics["dropclass"]["config"]})
+                    "train_seconds": {m: _train_seconds(Path(c.out_dir)) for m, c in cfgs.items()},
+                    "wall_seconds_this_call": round(time.perf_counter() - t0, 1), "config": metrics["dropclass"]["config"]})
         out["doses"][f"{dose:g}"] = row
         args.out.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(args.out, json.dumps(out, indent=1) + "\n")

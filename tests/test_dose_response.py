@@ -49,6 +49,7 @@ def test_tiny_run_writes_both_models_and_the_diagnostics(tmp_path):
     for split in ("val", "counterfactual"):
         assert set(row[split]) == {"baseline", "dropclass", "dropclass_plain"}
         for model in row[split].values(): assert 0 <= model["miou"] <= 100 and 0 <= model["miou_dagger"] <= 100
+    assert all(row["train_seconds"][m] > 0 for m in ("baseline", "dropclass"))
     diag = row["diagnostics"]
     assert 0 <= diag["still_predicted"] <= 1 and 0 <= diag["accuracy_drop"] <= 1 and 0 <= diag["accuracy_plain"] <= 1
     assert diag["still_predicted_rare_relative"] is None or diag["still_predicted_rare_relative"] >= 0
