@@ -9,7 +9,7 @@ import pytest
 NBS = Path(__file__).parent.parent / "nbs"
 NOTEBOOKS = sorted(NBS.glob("*.ipynb")) + sorted((NBS / "tutorials").glob("*.ipynb"))
 WITH_EXERCISES = ["00_walkthrough", "01_importance", "02_class_features", "03_losses", "04_adapters", "05_dropclass",
-                  "30_bias", "31_correlation", "32_gradcam", "33_ablations", "34_explorer"]
+                  "28_dose_response", "30_bias", "31_correlation", "32_gradcam", "33_ablations", "34_explorer"]
 
 
 def cells(path, kind=None):
