@@ -28,7 +28,7 @@ FIRST_USE_MINUTES = 6  # training the demo's pair side by side on two CPU cores 
 BITE_PRESET = "bite"  # a third default model: DropClass trained with a class dropped in almost every batch (notebook 28)
 BITE_NAME = "DropClass (bite preset)"  # its name in the explorer, beside the demo's DropClass
 BITE_DIR = "dropclass_bite"  # its folder in the cache
-BITE_MINUTES = 30  # training it on two CPU cores, beside the pair or alone (benchmarks/results/dose_response.json)
+BITE_MINUTES = 35  # its training took 2,077 s beside a baseline on a 2-core Intel Xeon (benchmarks/results/dose_response.json)
 
 
 def default_cache_dir() -> Path:
