@@ -41,12 +41,6 @@ def _cpu() -> dict:
             "vector_extensions": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]}
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def expected_drops(cfg) -> float:
     "Expected drops per class of a run: the sum of the schedule's p over its iterations, over the number of classes."
     from dropclass.losses import DropSchedule
@@ -126,6 +120,7 @@ def main(argv=None) -> int:
     if any(d <= 0 for d in args.doses): p.error("--doses must be positive numbers of drops per class")
 
     import torch
+    from dropclass.data.io import atomic_write_bytes
     from dropclass.experiments import _bias, evaluate_run, train_runs
     from dropclass.train import config_from, labels_for
 
@@ -162,7 +157,7 @@ def main(argv=None) -> int:
                     "wall_seconds_this_call": round(time.perf_counter() - t0, 1), "config": metrics["dropclass"]["config"]})
         out["doses"][f"{dose:g}"] = row
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(args.out, json.dumps(out, indent=1) + "\n")
+        atomic_write_bytes(args.out, (json.dumps(out, indent=1) + "\n").encode())
         d = row["diagnostics"]
         val = row[cfgs["baseline"].val_split]
         print(f"dose {dose:g} ({iters} it): still predicted {d['still_predicted']}, rare {d['still_predicted_rare_mean']}, "
