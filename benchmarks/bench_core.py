@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from dropclass.machine import machine_info
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -194,8 +195,7 @@ def main():
                "dropclass_step_time_ratio": ("<=", 1.15), "dropclass_step_memory_ratio": ("<=", 1.15)}
     met = {k: (ratios[k] >= v if op == ">=" else ratios[k] <= v) for k, (op, v) in targets.items()}
     result = {
-        "machine": {"device": args.device, "platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "machine": {"device": args.device, **machine_info(),
                     "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
         "class_features": cf, "train_step": ts, "ratios": ratios,
         "targets": {k: f"{op} {v}" for k, (op, v) in targets.items()}, "targets_met": met,

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -64,9 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--keep", type=Path, default=None,
                    help="write the demos under this folder (<keep>/demo, <keep>/quick) and keep them; it must not hold them yet")
     args = p.parse_args(argv)
-    import torch
-    record = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "processor": platform.processor(),
-                          "torch": torch.__version__}, "runs": {}}
+    from dropclass.machine import machine_info
+    record = {"machine": machine_info(), "runs": {}}  # the demo's own trainings split the cores (see "trainings")
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         for kind in ([args.only] if args.only else ["quick", "demo"]):

@@ -283,7 +283,8 @@ def main(argv=None):
     name = device_name(dev)
     path = args.out or Path(__file__).parent / "results" / f"gpu_{name.replace(' ', '_').replace('/', '_')}{'_tiny' if args.tiny else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    out = {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda, "tiny": args.tiny, "compile": args.compile,
+    from dropclass.machine import machine_info
+    out = {"device": name, "machine": machine_info(), "torch": torch.__version__, "cuda": torch.version.cuda, "tiny": args.tiny, "compile": args.compile,
            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "out"},
            "archs": {}, "command": " ".join([Path(sys.executable).name] + (sys.argv if argv is None else [__file__, *argv]))}
     write = lambda: path.write_text(json.dumps(out, indent=2, default=str) + "\n")

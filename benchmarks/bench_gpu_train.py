@@ -105,7 +105,8 @@ def main(argv=None):
     out_path = args.out or Path(__file__).parent / "results" / "gpu_train.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    out = {"device": name, "torch": torch.__version__, "tiny": args.tiny, "preset": args.preset,
+    from dropclass.machine import machine_info
+    out = {"device": name, "machine": machine_info(), "torch": torch.__version__, "tiny": args.tiny, "preset": args.preset,
            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
            "schedule": f"compressed: max_iters={cfg.max_iters}, ramps over {cfg.iters_per_epoch}-iteration epochs",
            "command": " ".join([Path(sys.executable).name, __file__, *(sys.argv[1:] if argv is None else argv)])}

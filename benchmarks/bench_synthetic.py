@@ -13,7 +13,6 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"): os.en
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -25,6 +24,7 @@ import torch  # noqa: E402
 
 from dropclass.data.balance import class_statistics  # noqa: E402
 from dropclass.data.synthetic import SyntheticStreets, render_street, write_synthetic  # noqa: E402
+from dropclass.machine import machine_info  # noqa: E402
 
 TARGET = 200.0  # scenes per second at 128x256 on one core
 STATS_TARGET = 500.0  # masks per second counted by class_statistics at 128x256 on one core
@@ -63,8 +63,7 @@ def main():
     res["class_statistics_128x256"] = {k: (v * len(stats_set) if k != "runs_per_s" else [round(x * len(stats_set), 1) for x in v])
                                        for k, v in res["class_statistics_128x256"].items()}  # masks per second
     main_rate = res["render_128x256"]["median_per_s"]
-    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": 1, "numpy": np.__version__,
-                       "torch": torch.__version__},
+    out = {"machine": {**machine_info(threads=1), "numpy": np.__version__},
            "results": res, "target_per_s_128x256": TARGET, "target_met": main_rate >= TARGET,
            "class_statistics_target_per_s": STATS_TARGET,
            "class_statistics_target_met": res["class_statistics_128x256"]["median_per_s"] >= STATS_TARGET,

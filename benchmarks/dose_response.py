@@ -23,22 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 RECIPE = ["crop_size=64x128", "ramp=iter", "ramp_end=0.1"]
-
-
-def _cpu() -> dict:
-    "The CPU model and its vector extensions (Linux: /proc/cpuinfo), so that a time can be read against its machine."
-    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    field = lambda key: next((line.split(":", 1)[1].strip() for line in info if line.startswith(key)), "")
-    flags = set(field("flags").split())
-    return {"cpu": field("model name") or platform.processor(),
-            "vector_extensions": [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]}
 
 
 def expected_drops(cfg) -> float:
@@ -119,17 +109,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if any(d <= 0 for d in args.doses): p.error("--doses must be positive numbers of drops per class")
 
-    import torch
     from dropclass.data.io import atomic_write_bytes
-    from dropclass.experiments import _bias, evaluate_run, train_runs
+    from dropclass.experiments import _bias, default_jobs, evaluate_run, train_runs
+    from dropclass.machine import machine_info
     from dropclass.train import config_from, labels_for
 
     overrides = [*RECIPE, *args.overrides]
     config_from(args.preset, overrides)  # a bad preset or setting fails before anything trains
     out = json.loads(args.out.read_text()) if args.out.is_file() else {}
     out.update({"preset": args.preset, "recipe": overrides, "seed": args.seed, "command": " ".join(["python benchmarks/dose_response.py", *(argv or sys.argv[1:])]),
-                "machine": {"platform": platform.platform(), **_cpu(), "cpus": os.cpu_count(),
-                            "torch": torch.__version__, "threads": torch.get_num_threads()}})
+                "machine": {**machine_info(threads=max(1, (os.cpu_count() or 2) // (args.jobs or default_jobs()))),
+                            "trainings_at_a_time": args.jobs or default_jobs()}})
     out.setdefault("doses", {})
     for dose in args.doses:
         iters = iters_for(dose, args.preset, overrides)

@@ -72,8 +72,9 @@ def main(argv=None) -> int:
     p.add_argument("runs", type=Path, nargs="+", help="finished run folders (with metrics.json and last.pt)")
     p.add_argument("--out", type=Path, default=RESULTS / "drop_branch_analysis.json")
     args = p.parse_args(argv)
+    from dropclass.machine import machine_info
     result = {"command": " ".join(["python", "benchmarks/drop_branch_analysis.py"] + (argv if argv is not None else sys.argv[1:])),
-              "runs": {}}
+              "machine": machine_info(), "runs": {}}
     for folder in args.runs:
         if not (folder / "metrics.json").is_file():
             print(f"skipping {folder}: not finished", file=sys.stderr)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -73,6 +72,7 @@ def main(argv=None) -> int:
 
     import torch
     from dropclass.core import DropClass
+    from dropclass.machine import machine_info
     from dropclass.data.transforms import eval_transforms
     from dropclass.metrics import rare_classes
     from dropclass.probe import ProbeSettings, frozen_features, probe_drops, probe_figure
@@ -103,8 +103,7 @@ def main(argv=None) -> int:
                                        "compensation_norm": cfg.compensation_norm, "average": cfg.average},
            "classes": list(labels.classes), "rare": rare if rare is not None else "rarer half by training pixel counts",
            "train_scenes": len(train), "val_scenes": len(val), "class_weights": None if weight is None else [round(float(w), 5) for w in weight],
-           "features_seconds": round(features_s, 1), "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-           "cores": os.cpu_count(), "torch": torch.__version__, "tiny": args.tiny,
+           "features_seconds": round(features_s, 1), "machine": machine_info(), "tiny": args.tiny,
            "commands": [], "variants": {}}
     doc["checkpoint_mtime_ns"] = ckpt.stat().st_mtime_ns  # a run trained again at the same path is not the same model
     same_data = all(previous.get(k) == doc[k] for k in ("run", "checkpoint_mtime_ns", "model", "train_scenes", "val_scenes",

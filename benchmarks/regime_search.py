@@ -116,7 +116,9 @@ def main(argv=None) -> int:
         print(f"{n}: val {r['val_miou']} (worst {r['worst_class']}), counterfactual {r['counterfactual_miou']}, "
               f"last-fifth gain {r['gain_last_fifth']}, meets all: {r['meets_all']}")
     old = json.loads(args.out.read_text()) if args.out.is_file() else {"candidates": {}}
+    from dropclass.machine import machine_info
     old["candidates"].update(report["candidates"]); old["criteria"] = report["criteria"]
+    old["machine"] = {**machine_info(threads=threads), "trainings_at_a_time": args.jobs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(old, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -23,14 +23,15 @@ from tqdm.auto import tqdm
 
 from .core import DROPCLASS_OPTIONS, DropClass
 from .data.io import atomic_write_bytes
+from .machine import machine_info, machine_line
 from .metrics import miou, paired_difference
 from .train import (Dist, TrainConfig, config_from, dataset_for, diagnose_split, evaluate_split, labels_for,
                              load_checkpoint, load_model, needs_stats, resolve_device, settings_changed, split_summary, train,
                              training_stats)
 
 # %% auto #0
-__all__ = ['METHODS', 'run_history', 'share_class_stats', 'default_jobs', 'check_reusable', 'train_runs', 'evaluate_run',
-           'seed_summary', 'compare_methods', 'comparison_markdown', 'compare_main']
+__all__ = ['METHODS', 'run_history', 'share_class_stats', 'default_jobs', 'training_estimate', 'check_reusable', 'train_runs',
+           'evaluate_run', 'seed_summary', 'compare_methods', 'comparison_markdown', 'compare_main']
 
 # %% ../nbs/26_experiments.ipynb #e7a10005
 def run_history(run: str | Path) -> list[dict]:
@@ -76,11 +77,47 @@ def _exit_on_sigterm():
     finally: signal.signal(signal.SIGTERM, previous)
 
 
+def _duration(seconds: float) -> str:
+    "'40 s', '12 min', '1 h 05 min'."
+    if seconds < 90: return f"{seconds:.0f} s"
+    m = round(seconds / 60)
+    return f"{m} min" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def _seconds_per_iteration(history: list[dict]) -> tuple[int, float] | None:
+    "(last step, seconds per iteration) from the loss entries this process logged (a resumed run restarts its clock)."
+    pts = [(e["step"], e["time"]) for e in history if "ce" in e and "time" in e]
+    k = len(pts) - 1
+    while k > 0 and pts[k - 1][1] < pts[k][1]: k -= 1  # back to the first entry of the current process
+    seg = pts[k:]
+    if len(seg) < 2: return None
+    (s0, t0), (s1, t1) = seg[0], seg[-1]
+    return s1, (t1 - t0) / (s1 - s0)
+
+
+def training_estimate(cfgs: dict[str, TrainConfig], histories: dict[str, list[dict]], jobs: int) -> float | None:
+    """Seconds until a set of trainings, `jobs` at a time, has finished, from the speed of the runs training now (the keys of
+    `histories`); None until each of them has logged twice. Runs waiting for a slot are costed at their mean speed."""
+    speeds, slots = [], []
+    for name, h in histories.items():  # the runs training now
+        est = _seconds_per_iteration(h)
+        if est is None: return None  # started, not yet measured
+        speeds.append(est[1])
+        slots.append((cfgs[name].max_iters - est[0]) * est[1])
+    if not speeds: return None
+    mean = sum(speeds) / len(speeds)
+    slots += [0.0] * max(0, jobs - len(slots))
+    for w in [cfgs[n].max_iters * mean for n in cfgs if n not in histories]:  # each waiting run takes the slot that frees first
+        i = min(range(len(slots)), key=slots.__getitem__)
+        slots[i] += w
+    return max(slots)
+
+
 def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> None:
     "Train the configs `jobs` at a time in child processes (cores split evenly), with one progress bar per run."
     threads = max(1, (os.cpu_count() or 2) // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    todo, running = list(cfgs.items()), {}
+    todo, running, announced = list(cfgs.items()), {}, False
     bars = {n: tqdm(total=c.max_iters, desc=f"{n} ({c.arch}-{c.encoder})", position=k, disable=not progress, leave=True)
             for k, (n, c) in enumerate(cfgs.items())}
     with _exit_on_sigterm():  # SIGTERM, like Ctrl-C or an error, reaches the `finally` that stops the children
@@ -95,8 +132,10 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
                     cmd = [sys.executable, "-m", "dropclass.cli", "train", "--config", str(folder / "config.json"), "--set", "progress=false"]
                     running[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, folder)
                 time.sleep(1.0)
+                histories = {}
                 for name, (proc, log, folder) in list(running.items()):
-                    steps = [e["step"] for e in run_history(folder) if "ce" in e]
+                    histories[name] = run_history(folder)
+                    steps = [e["step"] for e in histories[name] if "ce" in e]
                     if steps: bars[name].update(max(steps) - bars[name].n)
                     if proc.poll() is None: continue
                     log.close()
@@ -106,6 +145,12 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
                         raise RuntimeError(f"training {name} in {folder} failed (exit code {proc.returncode}); the end of "
                                            f"{folder / 'train.log'}:\n{tail}")
                     bars[name].update(cfgs[name].max_iters - bars[name].n)
+                if progress and not announced and histories:
+                    left = training_estimate({n: cfgs[n] for n in [*histories, *(n for n, _ in todo)]}, histories, jobs)
+                    if left is not None:
+                        announced = True
+                        tqdm.write(f"training ends in about {_duration(left)} on this machine ({machine_line()}, "
+                                   f"{threads} thread{'s' if threads > 1 else ''} per training); evaluation follows")
         finally:
             for proc, log, _ in running.values():  # interrupted: stop the children; their last checkpoints stay complete
                 proc.terminate(); proc.wait(); log.close()
@@ -271,7 +316,9 @@ def comparison_markdown(result: dict, labels, meta: dict) -> str:
     seeds = sorted(per_seed)
     lines = [f"# Baseline against DropClass over {len(seeds)} seeds", "",
              f"Preset `{meta['preset']}`{' with ' + ', '.join(meta['overrides']) if meta['overrides'] else ''}; "
-             f"seeds {', '.join(str(s) for s in seeds)}. Command: `{meta['command']}`.", "",
+             f"seeds {', '.join(str(s) for s in seeds)}. Command: `{meta['command']}`."
+             + (f" Machine: {machine_line(meta['machine'])} per training, {meta['machine']['trainings_at_a_time']} at a time."
+                if meta.get("machine") else ""), "",
              "IoU in %. Each model: mean ± standard deviation over the seeds. Δ: the paired difference DropClass - baseline, "
              "mean over seeds with its 95 % t interval; wins: seeds where Δ > 0. † the rarest half of the classes. "
              "\"drop branch\" is DropClass as the official code predicts; \"h(A)\" is the same weights read through the "
@@ -323,8 +370,10 @@ def compare_main(argv: list[str] | None = None, prog: str = "dropclass compare",
     runs = args.runs or Path("runs") / f"study_{args.preset}"
     t0 = time.perf_counter()
     result = compare_methods(args.preset, args.seeds, runs, args.overrides, args.jobs, args.bias_scenes, not args.quiet)
+    jobs = args.jobs or default_jobs()
     meta = {"preset": args.preset, "overrides": args.overrides, "seeds": args.seeds, "bias_scenes": args.bias_scenes,
-            "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])])}
+            "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
+            "machine": {**machine_info(threads=max(1, (os.cpu_count() or 2) // jobs)), "trainings_at_a_time": jobs}}
     stem = args.out or Path(default_out or runs / "comparison")
     stem.parent.mkdir(parents=True, exist_ok=True)
     labels = labels_for(config_from(None, {k: v for k, v in result["config"].items()}))

@@ -12,7 +12,7 @@ import dropclass
 
 ROOT = Path(dropclass.__file__).parent
 LAYERS = {  # module (or package prefix) -> layer; a module may import only from its own layer or the ones below
-    "conventions": 0, "exercises": 0,
+    "conventions": 0, "exercises": 0, "machine": 0,
     "importance": 1, "features": 1, "losses": 1, "data": 1, "plotting": 1,
     "adapters": 2, "core": 2, "models": 2, "metrics": 2, "tables": 2, "diagnostics": 2,
     "train": 3, "analysis": 3, "explorer": 3, "schedule_widget": 3, "probe": 3,

@@ -50,6 +50,33 @@ def test_dataset_contract_and_workers():
     assert torch.equal(batches[1][0][1], image) and torch.equal(batches[1][1][1], mask)
 
 
+def test_rendered_scenes_are_cached_within_the_budget(monkeypatch):
+    import dropclass.data.synthetic as syn
+    calls = []
+    real = syn.render_street
+    monkeypatch.setattr(syn, "render_street", lambda *a, **k: (calls.append(a[1]), real(*a, **k))[1])
+    ds = SyntheticStreets(split="val", length=5, size=(64, 128))
+    calls.clear()
+    first = ds[3]
+    first[0][:] = 0  # a caller writing into what it got does not change the cache
+    again = ds[3]
+    assert calls == [3]  # rendered once, read from the cache the second time
+    img, lab = real(0, 3, "val", (64, 128))
+    assert torch.equal(again[0], torch.from_numpy(img)) and torch.equal(again[1], torch.from_numpy(lab).long())
+    assert torch.equal(ds.load_mask(3), again[1]) and calls == [3]
+    assert torch.equal(ds[-2][0], again[0]) and calls == [3]  # a negative index is the same scene
+    one = img.nbytes + lab.nbytes
+    small = SyntheticStreets(split="val", length=5, size=(64, 128), cache_mb=1.5 * one / 2**20)  # room for one scene
+    calls.clear()
+    for i in (0, 1, 0, 1): small[i]
+    assert calls == [0, 1, 1]
+    none = SyntheticStreets(split="val", length=5, size=(64, 128), cache_mb=0)
+    calls.clear()
+    none[2], none[2]
+    assert calls == [2, 2]
+    with pytest.raises(ValueError, match="cache_mb"): SyntheticStreets(cache_mb=float("nan"))
+
+
 def test_transforms_are_applied_jointly():
     flip = lambda img, m: (img.flip(-1), m.flip(-1))
     plain, flipped = SyntheticStreets(length=2), SyntheticStreets(length=2, transforms=flip)

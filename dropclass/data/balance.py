@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .io import atomic_write_bytes
 from ..conventions import IGNORE_INDEX
+from ..machine import torch_threads
 
 # %% auto #0
 __all__ = ['HRNET_CITYSCAPES_WEIGHTS', 'mask_counts', 'ClassStats', 'get_mask', 'class_statistics', 'median_frequency_weights',
@@ -148,8 +149,8 @@ def class_statistics(
     loader = DataLoader(_MaskCounts(dataset, num_classes, ignore_index), batch_size=16, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(0))  # its own generator: counting draws nothing from torch's global one
     rows = []
-    with tqdm(total=len(dataset), desc="class statistics", unit="mask", disable=not progress) as bar:
-        for counts in loader:  # (B, C)
+    with tqdm(total=len(dataset), desc="class statistics", unit="mask", disable=not progress) as bar, torch_threads(1):
+        for counts in loader:  # (B, C); one thread: the work per mask is too small to share out
             rows.append(counts)
             bar.update(len(counts))
     return ClassStats(torch.cat(rows), names)

@@ -392,6 +392,7 @@ class SyntheticStreets(Dataset):
         size: tuple[int, int] = (128, 256),  # (H, W) of every scene
         seed: int = 0,  # base seed; (seed, split, index) fixes a scene
         colocation: float | None = None,  # P(an object obeys its rule); default 1.0, 0.0 for the counterfactual split
+        cache_mb: float = 1024,  # keep rendered scenes in memory up to this many MiB (0: render every time)
     ):
         if root is not None:
             raise ValueError("synthetic scenes are generated on the fly and read nothing from disk; to read scenes written "
@@ -401,6 +402,9 @@ class SyntheticStreets(Dataset):
         self.length = DEFAULT_LENGTH[split] if length is None else int(length)
         if self.length < 1: raise ValueError(f"length must be positive, got {length}")
         self.colocation = (0.0 if split == "counterfactual" else 1.0) if colocation is None else float(colocation)
+        if not cache_mb >= 0: raise ValueError(f"cache_mb must be a number of MiB >= 0, got {cache_mb}")
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # index -> (image, labels), uint8
+        self._cache_left = int(cache_mb * 2**20)
         render_street(seed, 0, split, self.size, self.colocation)  # validate the arguments once, up front
 
     def __len__(self) -> int: return self.length
@@ -409,13 +413,24 @@ class SyntheticStreets(Dataset):
         if not -self.length <= i < self.length: raise IndexError(f"index {i} out of range for {self.length} scenes")
         return render_street(self.seed, i % self.length, self.split, self.size, self.colocation, labels_only)
 
-    def __getitem__(self, i):
+    def _scene(self, i):
+        "Image and labels of scene `i`, from the cache when it was rendered before (a scene depends only on its index)."
+        i = i % self.length if -self.length <= i < self.length else i  # out-of-range indices fail in `_render`
+        if i in self._cache: return self._cache[i]
         img, lab = self._render(i)
-        image, mask = tv_tensors.Image(torch.from_numpy(img)), tv_tensors.Mask(torch.from_numpy(lab).long())
+        if img.nbytes + lab.nbytes <= self._cache_left:  # later epochs of a long training read the scenes instead
+            self._cache[i] = (img, lab)
+            self._cache_left -= img.nbytes + lab.nbytes
+        return img, lab
+
+    def __getitem__(self, i):
+        img, lab = self._scene(i)  # copied below: a transform or a caller may write into what it gets
+        image, mask = tv_tensors.Image(torch.from_numpy(img.copy())), tv_tensors.Mask(torch.from_numpy(lab).long())
         return self.transforms(image, mask) if self.transforms is not None else (image, mask)
 
     def load_mask(self, i) -> tv_tensors.Mask:
         "The labels of scene `i` (untransformed)."
+        if i in self._cache: return tv_tensors.Mask(torch.from_numpy(self._cache[i][1]).long())
         return tv_tensors.Mask(torch.from_numpy(self._render(i, labels_only=True)[1]).long())
 
     def __repr__(self):
