@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-SIZES = {"demo": ("demo", []), "bite": ("bite", [])}  # size -> (preset, settings)
+SIZES = {"demo": ("demo", []), "bite": ("bite", []), "tiny": ("tiny", [])}  # size -> (preset, settings); tiny: a check of the script
 PHASES = ("data", "input", "forward", "loss", "backward", "step")
 OUTSIDE = ("data", "input", "loss")
 
@@ -137,7 +137,7 @@ def _child(case: dict, code: str | None) -> dict: return _result(_start(case, co
 def main(argv=None) -> int:
     doc = __doc__.split("\n\n")
     p = argparse.ArgumentParser(description=doc[0], epilog="\n\n".join(doc[1:]), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--sizes", nargs="+", default=["demo", "bite"], choices=list(SIZES))
     p.add_argument("--methods", nargs="+", default=["baseline", "dropclass"], choices=["baseline", "dropclass"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--iters", type=int, default=8, help="measured steps per case (default 8)")
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         if not sets: p.error(f"--variant {v!r}: write NAME=KEY=VALUE[,KEY=VALUE...]")
         variants[name] = sets.split(",")
     codes = [None] + ([args.code] if args.code else [])
-    rows, t0 = [], time.perf_counter()
+    rows, failed, t0 = [], [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             for method in args.methods:
@@ -174,10 +174,16 @@ def main(argv=None) -> int:
                             stats = Path(tmp) / f"{size}.class_stats.json"  # counted once per size, copied into each run
                             Path(case["folder"]).mkdir(parents=True)
                             if stats.is_file(): (Path(case["folder"]) / "class_stats.json").write_bytes(stats.read_bytes())
-                            r = _child(case, code)
+                            label = name if code is None else f"code:{code}" + ("" if name == "today" else f"+{name}")
+                            try: r = _child(case, code)
+                            except RuntimeError as e:  # e.g. torch.compile without a C++ compiler: recorded, the rest goes on
+                                failed.append({"size": size, "method": method, "threads": threads, "variant": label,
+                                               "error": str(e).strip().splitlines()[-1][:300]})
+                                print(f"{size:5s} {method:9s} {threads}t {label:18s} failed: {failed[-1]['error']}", flush=True)
+                                continue
                             if not stats.is_file() and (Path(case["folder"]) / "class_stats.json").is_file():
                                 stats.write_bytes((Path(case["folder"]) / "class_stats.json").read_bytes())
-                            r["variant"] = name if code is None else f"code:{code}" + ("" if name == "today" else f"+{name}")
+                            r["variant"] = label
                             rows.append(r)
                             print(f"{size:5s} {method:9s} {threads}t {r['variant']:18s} step {r['step_seconds']:.3f} s, outside the "
                                   f"model {100 * r['outside_model_share']:.1f} % (" + ", ".join(f"{k} {100 * v:.0f} %" for k, v in
@@ -208,12 +214,13 @@ def main(argv=None) -> int:
     ratios = []
     for r in rows:
         if r["variant"] == "today": continue
-        ref = next(q for q in rows if q["variant"] == "today" and all(q[k] == r[k] for k in ("size", "method", "threads")))
+        ref = next((q for q in rows if q["variant"] == "today" and all(q[k] == r[k] for k in ("size", "method", "threads"))), None)
+        if ref is None: continue
         ratios.append({"size": r["size"], "method": r["method"], "threads": r["threads"], "variant": r["variant"],
                        "step_ratio_to_today": round(r["step_seconds"] / ref["step_seconds"], 3)})
     out = {"command": " ".join(["python benchmarks/profile_step.py", *(argv if argv is not None else sys.argv[1:])]),
            "machine": machine_info(), "phases": list(PHASES), "outside_model": list(OUTSIDE), "cases": rows, "ratios": ratios,
-           "pairs": pairs,
+           "pairs": pairs, "failed": failed,
            "wall_seconds": round(time.perf_counter() - t0, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")

@@ -1,0 +1,30 @@
+"""The step profiler (benchmarks/profile_step.py) at tiny size: the phases add up to the step, the share outside the
+model is the sum of its phases, the bare step and the side-by-side pair are recorded, a failed variant does not stop it."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import profile_step  # noqa: E402
+
+
+def test_tiny_profile(tmp_path):
+    out = tmp_path / "profile.json"
+    assert profile_step.main(["--sizes", "tiny", "--threads", "1", "--iters", "2", "--warmup", "1", "--pairs",
+                              "--variant", "bad=nosuch=1", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["machine"]["cores"] and "vector_extensions" in d["machine"] and d["machine"]["torch"]
+    rows = {r["method"]: r for r in d["cases"]}
+    assert set(rows) == {"baseline", "dropclass"}
+    for r in rows.values():
+        assert sum(r["phase_seconds"].values()) == pytest.approx(r["step_seconds"], rel=1e-2, abs=1e-3)
+        assert sum(r["phase_share"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert r["outside_model_share"] == pytest.approx(sum(r["phase_share"][p] for p in profile_step.OUTSIDE), abs=1e-3)
+        assert all(v >= 0 for v in r["phase_seconds"].values()) and r["phase_seconds"]["forward"] > 0
+    assert rows["baseline"]["bare_step_seconds"] > 0 and rows["dropclass"]["bare_step_seconds"] is None
+    assert {f["variant"] for f in d["failed"]} == {"bad"} and "nosuch" in d["failed"][0]["error"]
+    (pair,) = d["pairs"]
+    assert set(pair["step_seconds"]) == {"baseline", "dropclass"} and pair["side_by_side_speedup"] > 0
