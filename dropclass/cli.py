@@ -104,7 +104,7 @@ def _demo(args) -> int:
 
 def _train(args) -> int:
     from dropclass.train import config_from, train
-    overrides = (list(args.overrides) + ([f"out_dir={args.out}"] if args.out else []) + (["progress=false"] if args.quiet else [])
+    overrides = (list(args.overrides) + ([f"out_dir={args.out}"] if args.out is not None else []) + (["progress=false"] if args.quiet else [])
                  + ([f"data_root={args.data_root}"] if args.data_root else []))
     cfg = config_from(args.config, overrides)
     metrics = train(cfg)
@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         return run()
     except (ValueError, OSError, KeyError, ImportError, FloatingPointError) as e:
         print(f"dropclass {command}: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # a failed child training (experiments.TrainingFailed) says all in one line; others keep their traceback
+        if not getattr(e, "one_line", False): raise
+        print(f"dropclass {command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ndropclass {command}: interrupted. Checkpoints written so far are complete: run the same command "

@@ -5,6 +5,7 @@
 # %% ../nbs/09_conventions.ipynb #c0a10002
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -114,6 +115,8 @@ class Option:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, self.choices))}; got {value!r}")
         for v in (value if isinstance(value, tuple) else (value,)):
             if not isinstance(v, (int, float)) or isinstance(v, bool): continue
+            if isinstance(v, float) and not math.isfinite(v):  # NaN passes every comparison below
+                raise ValueError(f"{name} must be a finite number; got {value!r}")
             too_low = self.low is not None and (v < self.low or (self.low_open and v == self.low))
             too_high = self.high is not None and (v > self.high or (self.high_open and v == self.high))
             if too_low or too_high: raise ValueError(f"{name} must be {self.range_text()}; got {value!r}")
@@ -123,7 +126,7 @@ class Option:
 
     def range_text(self) -> str:
         "The accepted range in words, e.g. 'in (0, 1]' or 'at least 1'."
-        lo, hi = (None if v is None else f"{v:g}" for v in (self.low, self.high))
+        lo, hi = (None if v is None else str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (self.low, self.high))
         if lo is not None and hi is not None: return f"in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
         if lo is not None: return f"{'greater than' if self.low_open else 'at least'} {lo}"
         return f"{'less than' if self.high_open else 'at most'} {hi}"

@@ -26,18 +26,17 @@ from .data.io import atomic_write_bytes
 from .machine import machine_info, machine_line
 from .metrics import miou, paired_difference
 from .train import (Dist, TrainConfig, config_from, dataset_for, diagnose_split, evaluate_split, labels_for,
-                             load_checkpoint, load_model, needs_stats, resolve_device, settings_changed, split_summary, train,
+                             load_checkpoint, load_model, needs_stats, read_history, resolve_device, settings_changed, split_summary, train,
                              training_stats)
 
 # %% auto #0
-__all__ = ['METHODS', 'run_history', 'share_class_stats', 'default_jobs', 'training_estimate', 'check_reusable', 'train_runs',
-           'evaluate_run', 'seed_summary', 'compare_methods', 'comparison_markdown', 'compare_main']
+__all__ = ['METHODS', 'run_history', 'share_class_stats', 'default_jobs', 'TrainingFailed', 'training_estimate', 'check_reusable',
+           'train_runs', 'evaluate_run', 'seed_summary', 'compare_methods', 'comparison_markdown', 'compare_main']
 
 # %% ../nbs/26_experiments.ipynb #e7a10005
 def run_history(run: str | Path) -> list[dict]:
     "The entries of a run's history.jsonl (the loss parts every `log_every` iterations, the evaluations), oldest first."
-    path = Path(run) / "history.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.is_file() else []
+    return read_history(Path(run) / "history.jsonl")  # a line being appended right now is left out
 
 
 def _data_key(cfg: TrainConfig) -> str:
@@ -75,6 +74,11 @@ def _exit_on_sigterm():
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try: yield
     finally: signal.signal(signal.SIGTERM, previous)
+
+
+class TrainingFailed(RuntimeError):
+    "A training started in a child process failed; the message is its last line of output and where the rest is."
+    one_line = True  # the command line prints it as one line, without a traceback
 
 
 def _duration(seconds: float) -> str:
@@ -141,9 +145,9 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
                     log.close()
                     del running[name]
                     if proc.returncode != 0:
-                        tail = (folder / "train.log").read_text()[-1500:]
-                        raise RuntimeError(f"training {name} in {folder} failed (exit code {proc.returncode}); the end of "
-                                           f"{folder / 'train.log'}:\n{tail}")
+                        lines = [l.strip() for l in (folder / "train.log").read_text(errors="replace").splitlines() if l.strip()]
+                        raise TrainingFailed(f"training {name} in {folder} failed (exit code {proc.returncode}): "
+                                             f"{lines[-1] if lines else 'it printed nothing'} (its whole output: {folder / 'train.log'})")
                     bars[name].update(cfgs[name].max_iters - bars[name].n)
                 if progress and not announced and histories:
                     left = training_estimate({n: cfgs[n] for n in [*histories, *(n for n, _ in todo)]}, histories, jobs)

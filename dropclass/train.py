@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -39,13 +39,14 @@ from .metrics import ConfusionMatrix, evaluate
 from .models import PAPER_MODELS, load_imagenet, load_pretrained, paper_model
 
 # %% auto #0
-__all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'DTYPES', 'D', 'PRESETS', 'CHECKPOINT_VERSION', 'RUNTIME_SETTINGS',
-           'TrainConfig', 'config_from', 'seed_everything', 'rng_states', 'set_rng_states', 'save_checkpoint',
-           'non_finite', 'load_checkpoint', 'Dist', 'init_distributed', 'resolve_device', 'GlobalBatchNorm',
-           'sync_batch_norm', 'EpochOrder', 'BatchKeys', 'SeededAugment', 'dataset_for', 'class_weights_for',
-           'needs_stats', 'training_stats', 'tiny_net', 'init_convs', 'dropclass_options', 'build_model', 'step_loss',
-           'training_loader', 'evaluate_split', 'diagnose_split', 'split_summary', 'labels_for', 'Run', 'prepare_run',
-           'train_step', 'train_iterations', 'finish_run', 'train', 'check_split', 'settings_changed', 'load_model']
+__all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'DTYPES', 'D', 'PRESETS', 'CHECKPOINT_VERSION', 'RUN_FILES',
+           'RUNTIME_SETTINGS', 'TrainConfig', 'config_from', 'seed_everything', 'rng_states', 'set_rng_states',
+           'save_checkpoint', 'non_finite', 'load_checkpoint', 'Dist', 'init_distributed', 'resolve_device',
+           'GlobalBatchNorm', 'sync_batch_norm', 'EpochOrder', 'BatchKeys', 'SeededAugment', 'dataset_for',
+           'class_weights_for', 'needs_stats', 'training_stats', 'tiny_net', 'init_convs', 'dropclass_options',
+           'build_model', 'step_loss', 'training_loader', 'evaluate_split', 'diagnose_split', 'split_summary',
+           'labels_for', 'Run', 'prepare_run', 'train_step', 'train_iterations', 'finish_run', 'train', 'check_split',
+           'check_input_sizes', 'read_history', 'settings_changed', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -128,12 +129,12 @@ class TrainConfig:
     dtype: str = setting("float32", choices=tuple(DTYPES))  # weights and images in "float32", or "float64" for exact numerical checks (many times slower)
     channels_last: bool = setting(True)  # channels-last memory format (faster convolutions on CUDA, and a little on CPUs)
     compile: bool = setting(False)  # torch.compile the model (CUDA; slow to start, faster per step)
-    seed: int = setting(0, low=0)  # seeds the weights, the data order, the augmentation and the dropped classes
+    seed: int = setting(0, low=0, high=2**32 - 1)  # seeds the weights, the data order, the augmentation and the dropped classes
     eval_every: int = setting(0, low=0)  # evaluate on the val split every this many iterations and keep the best (0: only at the end)
     diag_length: int = setting(64, low=0)  # val scenes for the drop-branch diagnostics at every evaluation (suppression, branch agreement; DropClass only; 0: none)
     ckpt_every: int = setting(100, low=1)  # write the resumable checkpoint every this many iterations
     log_every: int = setting(10, low=1)  # log the loss every this many iterations
-    out_dir: str = setting("runs/train")  # checkpoints, logs and metrics go here
+    out_dir: str = setting("runs/train", rule=lambda v: None if v.strip() else "must name a folder (an empty one would write the run into the current folder)")  # checkpoints, logs and metrics go here
     resume: bool = setting(True)  # continue from out_dir/last.pt when it exists
     progress: bool = setting(True)  # show progress bars
 
@@ -543,7 +544,10 @@ def training_stats(cfg: TrainConfig, train_set, out_dir: Path, d: Dist) -> Class
     "Class statistics of the training set when the config needs them, computed once and cached in the run folder."
     if not needs_stats(cfg): return None
     path = out_dir / "class_stats.json"
-    if path.is_file(): return ClassStats.from_json(path.read_text())
+    if path.is_file():
+        stats = ClassStats.from_json(path.read_text())
+        if stats.num_images == len(train_set): return stats
+        if d.main and cfg.progress: print(f"{path} counts {stats.num_images} images, the training set has {len(train_set)}: counting again")
     stats = class_statistics(train_set, progress=cfg.progress and d.main, num_workers=cfg.num_workers)
     if d.main: atomic_write_bytes(path, stats.to_json().encode())
     return stats
@@ -686,6 +690,11 @@ class Run:
     batches: Iterator | None = None
     step: int = 0  # iterations done
     best: dict = field(default_factory=lambda: {"miou": -1.0, "step": -1})
+    lock: Any = None  # the open lock file of the run folder (see `prepare_run`)
+
+    def release(self):
+        "Let another process write to the run folder."
+        if self.lock is not None: self.lock.close(); self.lock = None
 
     def checkpoint(self, step: int, path: Path | None = None):
         "Write the resumable state at `step` (rank 0 only), atomically."
@@ -702,25 +711,60 @@ class Run:
         for cb in callbacks: cb(entry)
 
 
+RUN_FILES = ("last.pt", "best.pt", "metrics.json", "history.jsonl", "class_stats.json", "plain.json")  # what a run writes
+
+
+def _lock_run_folder(out: Path):
+    "An exclusive lock on `out/.lock`, held while the returned file is open; None where the system has no `flock`."
+    try: import fcntl
+    except ImportError: return None
+    f = (out / ".lock").open("a")
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ValueError(f"another training is writing to {out}: wait for it to finish, or give this one another out_dir "
+                         "(two writers would mix their checkpoints and logs)") from None
+    return f
+
+
 def prepare_run(cfg: TrainConfig) -> Run:
-    "Seed, build the data, the model and the optimiser of `cfg`, and resume from `out_dir/last.pt` when it is there."
+    """Seed, build the data, the model and the optimiser of `cfg`, and resume from `out_dir/last.pt` when it is there.
+    The run folder is locked for this process until `train` ends (or the run's `lock` is closed)."""
     if cfg.encoder_weights not in (None, "imagenet") and not Path(cfg.encoder_weights).is_file():  # before any data is read
         raise ValueError(f"encoder_weights must be None, 'imagenet' or a file that exists; there is no file {cfg.encoder_weights}")
     device = resolve_device(cfg.device)
     d = init_distributed(device)
     out = Path(cfg.out_dir)
+    lock = None
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        for tmp in stale_temporaries(out): tmp.unlink(missing_ok=True)  # left by a process killed while writing
-    check_split(dataset_for(cfg, cfg.val_split, length=cfg.eval_length))  # a bad eval split fails now, not after training
+        lock = _lock_run_folder(out)  # one writer per run folder
+    try:
+        if d.main:
+            for tmp in stale_temporaries(out, RUN_FILES): tmp.unlink(missing_ok=True)  # left by a process killed while writing
+            if not cfg.resume:  # a new run in this folder: the old run's files would be mixed with it
+                for name in RUN_FILES: (out / name).unlink(missing_ok=True)
+        run = _build_run(cfg, device, d, out)
+    except BaseException:
+        if lock is not None: lock.close()
+        raise
+    run.lock = lock
+    return run
+
+
+def _build_run(cfg: TrainConfig, device, d: Dist, out: Path) -> Run:
+    sizes = {f"the {s} split": check_split(dataset_for(cfg, s, length=cfg.eval_length))  # a bad file fails now, not after training
+             for s in dict.fromkeys([cfg.val_split, *cfg.eval_splits])}
     seed_everything(cfg.seed)
     train_set = dataset_for(cfg, cfg.train_split, length=cfg.train_length)
     labels = train_set.labels
+    model = build_model(cfg, labels.num_classes)  # (the class statistics draw nothing from the seeded generators)
+    check_input_sizes(model, {"the training crop": {tuple(cfg.crop_size)}, **sizes}, cfg.arch)  # before any long pass
     stats = training_stats(cfg, train_set, out, d)
     weight = class_weights_for(cfg, stats)
     weight = weight.to(device, DTYPES[cfg.dtype]) if weight is not None else None
 
-    model = build_model(cfg, labels.num_classes).to(device, DTYPES[cfg.dtype])
+    model = model.to(device, DTYPES[cfg.dtype])
     if cfg.channels_last: model = model.to(memory_format=torch.channels_last)
     if d.world > 1: model = sync_batch_norm(model, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -815,11 +859,11 @@ def train_iterations(run: Run, stop: int | None = None, callbacks: list[Callable
 def finish_run(run: Run) -> dict:
     "Evaluate the trained model on the val split and the further splits, write the last checkpoint and metrics.json."
     cfg, d = run.cfg, run.d
+    run.checkpoint(cfg.max_iters)  # first: a problem found by the evaluation loses no training
     val = evaluate_split(run.model, cfg, cfg.val_split, run.device, d)
     if val.miou > run.best["miou"]:
         run.best = {"miou": val.miou, "step": cfg.max_iters}
-        run.checkpoint(cfg.max_iters, run.out / "best.pt")
-    run.checkpoint(cfg.max_iters)
+        run.checkpoint(cfg.max_iters)  # again, with the new best in it
     if d.main and run.best["step"] == cfg.max_iters: _same_file(run.out / "last.pt", run.out / "best.pt")  # one file on disk, not two
     metrics = {"config": asdict(cfg), "best": run.best, "splits": {cfg.val_split: split_summary(val, run.labels)},
                "classes": list(run.labels.classes)}
@@ -836,26 +880,63 @@ def finish_run(run: Run) -> dict:
 def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dict:
     "Train (or resume) the run described by `cfg`; returns the final metrics (also written to out_dir/metrics.json)."
     run = prepare_run(cfg)
-    if run.step >= cfg.max_iters:  # finished before
-        path = run.out / "metrics.json"
-        if run.d.main:
-            print(f"{run.out} is already trained ({cfg.max_iters} iterations): its results are in {path}. Give another out_dir "
-                  "or set resume=false to train again, or raise max_iters to train on")
-        return json.loads(path.read_text()) if path.is_file() else {}
-    return finish_run(train_iterations(run, callbacks=callbacks))
+    try:
+        if run.step >= cfg.max_iters and not (run.out / "metrics.json").is_file():  # trained, its evaluation failed: evaluate it
+            return finish_run(run)
+        if run.step >= cfg.max_iters:  # finished before
+            path = run.out / "metrics.json"
+            if run.d.main:
+                print(f"{run.out} is already trained ({cfg.max_iters} iterations): its results are in {path}. Give another "
+                      "out_dir or set resume=false to train again, or raise max_iters to train on")
+            return json.loads(path.read_text()) if path.is_file() else {}
+        return finish_run(train_iterations(run, callbacks=callbacks))
+    finally:
+        run.release()
 
 
-def check_split(dataset) -> None:
-    "Check every sample of a dataset of files up front (an image and its label of one size); generated datasets need none."
-    if hasattr(dataset, "check_sizes"): dataset.check_sizes()
+def check_split(dataset) -> set[tuple[int, int]]:  # the (H, W) sizes of its images
+    "Check every file of a dataset up front (complete, a one-channel label of the image's size); a generated one has one size."
+    if hasattr(dataset, "check_sizes"): return dataset.check_sizes()
+    size = getattr(dataset, "size", None)
+    return {tuple(size)} if size is not None else set()
+
+
+def check_input_sizes(model: nn.Module, sizes: dict[str, set], arch: str) -> None:
+    "Refuse, before training, image sizes the model cannot take (smp encoders need a height and width divisible by their stride)."
+    smp_model = next((m for m in model.modules() if hasattr(m, "check_input_shape") and hasattr(m, "encoder")), None)
+    if smp_model is None: return
+    for what, shapes in sizes.items():
+        for h, w in sorted(shapes):
+            try: smp_model.check_input_shape(torch.empty(1, 3, h, w, device="meta"))
+            except RuntimeError:
+                s = smp_model.encoder.output_stride
+                up = lambda v: -(-v // s) * s
+                raise ValueError(f"{what} is {h}x{w} (HxW), but {arch} needs a height and width divisible by {s}: use a size "
+                                 f"such as {up(h)}x{up(w)} (crop_size, or dataset_args' size for generated scenes), or pad "
+                                 "the images") from None
+
+
+def read_history(path: Path) -> list[dict]:
+    """The entries of a history.jsonl, without a partial last line (what a kill or a full disk during an append leaves);
+    a bad line elsewhere is an error naming the file and the line."""
+    if not path.is_file(): return []
+    lines = [l for l in path.read_text().splitlines() if l.strip()]
+    out = []
+    for k, line in enumerate(lines, 1):
+        try: out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if k == len(lines): break  # cut short while it was written
+            raise ValueError(f"{path}, line {k}, is not JSON ({e}); remove that line, or the file to lose the run's log") from None
+    return out
 
 
 def _truncate_history(path: Path, step: int) -> None:
     "Drop the history entries after `step` (they are logged again when a run resumes from the checkpoint of `step`)."
     if not path.is_file(): return
-    lines = [l for l in path.read_text().splitlines() if l.strip()]
-    kept = [l for l in lines if json.loads(l).get("step", 0) <= step]
-    if len(kept) != len(lines): atomic_write_bytes(path, ("\n".join(kept) + "\n" if kept else "").encode())
+    entries = read_history(path)
+    kept = [e for e in entries if e.get("step", 0) <= step]
+    if len(kept) != len([l for l in path.read_text().splitlines() if l.strip()]):  # entries after `step`, or a partial line
+        atomic_write_bytes(path, "".join(json.dumps(e) + "\n" for e in kept).encode())
 
 
 def _same_file(source: Path, link: Path) -> None:

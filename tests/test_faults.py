@@ -182,6 +182,13 @@ CLI_CASES = [  # (argv, or a function of tmp_path giving it; the message)
     (lambda t: ["train", "--config", _json(t, {"lr": "0.1"})], "lr must be a number; got '0.1'"),
     (lambda t: ["train", "--config", _json(t, {"alpha": "10"})], "alpha must be a number; got '10'"),
     (["demo", "--quick", "--set", "method=baseline"], "the demo sets method itself"),
+    # NaN and inf pass every comparison, so each numeric setting checks for them on its own
+    (["train", "--config", "tiny", "--set", "init_std=nan"], "init_std must be a finite number"),
+    (["train", "--config", "tiny", "--set", "compensation_init_std=nan"], "compensation_init_std must be a finite number"),
+    (["train", "--config", "tiny", "--set", "compensation_momentum=nan"], "compensation_momentum must be a finite number"),
+    (["train", "--config", "tiny", "--set", "poly_power=nan"], "poly_power must be a finite number"),
+    (["train", "--config", "tiny", "--set", "lr=inf"], "lr must be a finite number"),
+    (["train", "--config", "tiny", "--set", "seed=100000000000000"], "seed must be in [0, 4294967295]"),
 ]
 
 
@@ -239,6 +246,49 @@ def test_a_nan_image_stops_training_naming_the_data_and_the_1_based_iteration(tm
         train(config_from("tiny", {**SMALL, "out_dir": str(tmp_path / "run")}))
 
 
+def _train_on(cityscapes, tmp_path, *extra):
+    return ["train", "--config", "tiny", "--set", "dataset=cityscapes", "--set", f"data_root={cityscapes}", "--set", "eval_splits=",
+            "--set", "train_length=2", "--set", "max_iters=2", *extra, "--out", str(tmp_path / "run")]
+
+
+@pytest.mark.parametrize("damage", ["truncated image", "truncated label", "RGB label"])
+def test_a_bad_val_file_fails_before_training(damage, cityscapes, tmp_path, capsys):
+    images = sorted((cityscapes / "leftImg8bit" / "val").rglob("*.png"))
+    path = images[-1] if "image" in damage else _label_file(cityscapes).with_name(
+        images[-1].name.replace("leftImg8bit", "gtFine_labelIds"))
+    if damage.startswith("truncated"): path.write_bytes(path.read_bytes()[: len(path.read_bytes()) * 2 // 3])
+    else: Image.open(path).convert("RGB").save(path)
+    message = "truncated or corrupt" if damage.startswith("truncated") else "is a RGB image with 3 channels"
+    err = one_line_error(_train_on(cityscapes, tmp_path), capsys, message)
+    assert path.name in err
+    assert not (tmp_path / "run" / "last.pt").exists()  # refused before the first iteration
+
+
+@pytest.mark.parametrize("settings, message", [
+    (['dataset_args={"size": [72, 136]}'], "the val split is 72x136 (HxW), but FPN needs a height and width divisible by 32: use a size such as 96x160"),
+    (["crop_size=100x200"], "the training crop is 100x200 (HxW), but FPN needs a height and width divisible by 32"),
+])
+def test_sizes_the_model_cannot_take_fail_before_training(settings, message, tmp_path, capsys):
+    argv = ["train", "--config", "demo-quick", "--set", "encoder_weights=None", "--set", "train_length=8", "--set", "eval_length=4",
+            "--set", "max_iters=2", *[a for s in settings for a in ("--set", s)], "--out", str(tmp_path / "run")]
+    one_line_error(argv, capsys, message)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_the_last_checkpoint_is_written_before_the_final_evaluation(tmp_path, monkeypatch):
+    cfg = config_from("tiny", {**SMALL, "max_iters": 3, "ckpt_every": 2, "out_dir": str(tmp_path / "run")})
+    real = train_module.evaluate_split
+    def broken(*a, **k): raise ValueError("a val file went bad during training")
+    monkeypatch.setattr(train_module, "evaluate_split", broken)
+    with pytest.raises(ValueError, match="went bad"): train(cfg)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 3  # the training is kept
+    monkeypatch.setattr(train_module, "evaluate_split", real)
+    calls = []
+    monkeypatch.setattr(train_module, "train_step", lambda *a: calls.append(a))
+    metrics = train(cfg)  # evaluates the trained model, trains nothing
+    assert not calls and metrics["splits"]["val"]["miou"] >= 0 and (tmp_path / "run" / "metrics.json").is_file()
+
+
 # ------------------------------------------------------------------------------------------------ housekeeping
 def test_stale_temporary_files_are_removed_when_a_run_starts(tmp_path):
     out = tmp_path / "run"
@@ -246,6 +296,62 @@ def test_stale_temporary_files_are_removed_when_a_run_starts(tmp_path):
     (out / ".last.pt.abc123.tmp").write_bytes(b"x" * 1000)  # a write killed half way
     train(config_from("tiny", {**SMALL, "max_iters": 2, "out_dir": str(out)}))
     assert not list(out.glob(".*.tmp"))
+
+
+def test_only_the_runs_own_temporaries_are_removed(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".notes.txt.tmp").write_text("a user's file")  # not a file of the run: kept
+    (out / ".history.jsonl.x1y2.tmp").write_text("{")  # a write of the run killed half way: removed
+    train(config_from("tiny", {**SMALL, "max_iters": 2, "out_dir": str(out)}))
+    assert (out / ".notes.txt.tmp").read_text() == "a user's file" and not (out / ".history.jsonl.x1y2.tmp").exists()
+
+
+def test_a_partial_last_history_line_does_not_block_resume(tmp_path):
+    cfg = config_from("tiny", {**SMALL, "out_dir": str(tmp_path / "run")})
+    with pytest.raises(Stop): train(cfg, callbacks=[stop_at(3)])
+    history = tmp_path / "run" / "history.jsonl"
+    history.write_text(history.read_text() + '{"step": 4, "lr": 0.00')  # killed during an append
+    train(cfg)
+    steps = [json.loads(l)["step"] for l in history.read_text().splitlines() if '"ce"' in l]
+    assert steps == list(range(1, 7))
+    history.write_text('{"step": 1}\nnot json\n{"step": 2}\n')  # a bad line in the middle is not guessed at
+    with pytest.raises(ValueError, match=r"history.jsonl, line 2, is not JSON"): train_module.read_history(history)
+
+
+def test_resume_false_starts_a_new_run_without_the_old_files(tmp_path):
+    out = tmp_path / "run"
+    kw = {**SMALL, "class_weights": "median", "max_iters": 2, "out_dir": str(out)}
+    train(config_from("tiny", {**kw, "train_length": 16}))
+    fresh = train(config_from("tiny", {**kw, "train_length": 48, "out_dir": str(tmp_path / "fresh")}))
+    again = train(config_from("tiny", {**kw, "train_length": 48, "resume": False}))
+    assert json.loads((out / "class_stats.json").read_text())["counts"].__len__() == 48  # counted again, not reused
+    assert again["splits"]["val"]["miou"] == fresh["splits"]["val"]["miou"]  # the same as a run in a new folder
+    steps = [json.loads(l)["step"] for l in (out / "history.jsonl").read_text().splitlines() if '"ce"' in l]
+    assert steps == [1, 2]  # the old run's entries are gone, not appended to
+
+
+def test_a_second_writer_to_a_run_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = prepare_run(config_from("tiny", {**SMALL, "out_dir": str(out)}))  # holds the folder, as a training in progress
+    try:
+        one_line_error(["train", "--config", "tiny", "--out", str(out)], capsys, f"another training is writing to {out}")
+    finally:
+        first.release()
+    train(config_from("tiny", {**SMALL, "max_iters": 2, "out_dir": str(out)}))  # free again
+
+
+@pytest.mark.parametrize("argv", [["train", "--config", "tiny", "--out", ""], ["train", "--config", "tiny", "--set", "out_dir="]])
+def test_an_empty_run_folder_is_refused(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    one_line_error(argv, capsys, "out_dir must name a folder")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_failed_child_training_is_one_line(tmp_path, capsys):
+    err = one_line_error(["demo", "--quick", "--quiet", "--out", str(tmp_path / "demo"), "--set", "train_length=16",
+                          "--set", "batch_size=32"], capsys, "fewer than one global batch of 32")
+    assert "failed (exit code 2)" in err and "train.log" in err
 
 
 def test_files_are_written_with_the_usual_mode(tmp_path):
@@ -290,3 +396,8 @@ def test_the_explorer_port_is_free_again_right_after_a_server_stops():
     conn.close(); server.close()  # the server side closes first: its port waits in TIME_WAIT
     client.close()
     _check_port(port)  # no "port in use"
+
+
+def test_drop_prob_refuses_nan():
+    model = build_model(config_from("tiny", {"method": "dropclass"}), 19)
+    with pytest.raises(ValueError, match="drop_prob must be a finite number"): model.drop_prob = float("nan")

@@ -76,16 +76,28 @@ class _SegmentationFiles(Dataset):
                              f"{mask.shape[-1]}x{mask.shape[-2]}: an image and its label must have one size")
         return (image, mask) if self.transforms is None else self.transforms(image, mask)
 
-    def check_sizes(self) -> None:
-        "Check, from the file headers only, that every image has the size of its label; one error lists the ones that do not."
+    def check_sizes(self) -> set[tuple[int, int]]:  # the (H, W) sizes of the images
+        """Check every file of the split without decoding its pixels: each is a complete image file (PNG checksums),
+        each label has one channel, and each image has the size of its label; one error names the first bad file."""
         from PIL import Image
-        bad = []
+        bad, sizes = [], set()
         for img, tgt in zip(self.images, self.targets):
-            with Image.open(img) as a, Image.open(tgt) as b:
-                if a.size != b.size: bad.append(f"{img.name} {a.size[0]}x{a.size[1]} vs {tgt.name} {b.size[0]}x{b.size[1]}")
+            try:
+                with Image.open(img) as a, Image.open(tgt) as b:
+                    if b.mode not in ("1", "L", "P", "I", "I;16"):
+                        raise ValueError(f"{tgt} is a {b.mode} image with {len(b.getbands())} channels; a label mask has one")
+                    if a.size != b.size: bad.append(f"{img.name} {a.size[0]}x{a.size[1]} vs {tgt.name} {b.size[0]}x{b.size[1]}")
+                    sizes.add((a.size[1], a.size[0]))
+                    for path, f in ((img, a), (tgt, b)):
+                        try: f.verify()  # reads the whole file: a truncated or corrupt one fails here, not in an evaluation
+                        except Exception as e:
+                            raise ValueError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); write it again") from None
+            except OSError as e:  # missing, unreadable, or not an image at all
+                raise ValueError(f"cannot read {img} or its label {tgt}: {e}") from None
         if bad:
             raise ValueError(f"{len(bad)} of the {len(self)} images of {self!r} differ in size from their labels (e.g. {bad[0]}); "
                              "an image and its label must have one size")
+        return sizes
 
     def _known_values(self, raw: Tensor, i: int, known: Tensor) -> Tensor:
         "`raw` label values, after counting those not in `known` and handling them as `unknown_labels` says."

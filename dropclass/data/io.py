@@ -29,9 +29,14 @@ def _umask() -> int:
     return mask
 
 
-def stale_temporaries(folder: str | Path) -> list[Path]:
+def stale_temporaries(
+    folder: str | Path,
+    names: tuple[str, ...] | None = None,  # only the temporaries of these files (e.g. the files a run writes); None: any
+) -> list[Path]:
     "Temporary files that `atomic_write_bytes` leaves in `folder` when the process is killed during a write."
-    return sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []
+    if not Path(folder).is_dir(): return []
+    found = sorted(Path(folder).glob(".*.tmp"))
+    return found if names is None else [p for p in found if any(p.name.startswith(f".{n}.") for n in names)]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
