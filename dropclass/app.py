@@ -223,6 +223,7 @@ def serve(
     bite: bool = True,  # the default models include the `bite` preset's DropClass model (without checkpoints)
 ) -> None:
     "Serve the explorer with Voila on http://localhost:PORT/ until interrupted; says first what it will do and how long it takes."
+    if length < 1: raise ValueError(f"length must be at least 1 scene to explore, got {length}")
     for p in (checkpoints or {}).values():
         if not Path(p).is_file(): raise FileNotFoundError(f"no checkpoint at {p}")
     _check_port(port)
@@ -230,6 +231,9 @@ def serve(
     plan = None if checkpoints else default_pair_plan(cache_dir, bite=bite)
     print(f"dropclass explore: {plan} Then the explorer will be served at {url}" if plan else
           f"dropclass explore: starting the server (a few seconds); the explorer will be at {url}", flush=True)
+    if checkpoints:
+        from dropclass.train import load_checkpoint
+        for p in checkpoints.values(): load_checkpoint(p)  # a truncated or foreign file fails here, not in the server's page
     Voila = _voila()
     checkpoints = {n: str(Path(p).resolve()) for n, p in (checkpoints or default_checkpoints(cache_dir, announce=False, bite=bite)).items()}
     folder = Path(tempfile.mkdtemp(prefix="dropclass-explore-"))

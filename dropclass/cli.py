@@ -183,6 +183,15 @@ def _presets(args) -> int:
 _COMMANDS = {"demo": _demo, "train": _train, "eval": _eval, "ablate": _ablate, "presets": _presets, "explore": _explore}
 
 
+def _one_line(e: BaseException) -> str:
+    "The message of an error as one line: a DataLoader worker's error carries the worker's traceback; its last line is the message."
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    if "DataLoader worker process" in text and "Original Traceback" in text:
+        last = [l for l in text.strip().splitlines() if l.strip()][-1].strip()
+        text = last.split(": ", 1)[1] if last.startswith(f"{type(e).__name__}: ") else last
+    return " ".join(str(text).split("\n"))
+
+
 def main(argv: list[str] | None = None) -> int:
     "The `dropclass` console script."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run()
     except (ValueError, OSError, KeyError, ImportError, FloatingPointError) as e:
-        print(f"dropclass {command}: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        print(f"dropclass {command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except RuntimeError as e:  # a failed child training (experiments.TrainingFailed) says all in one line; others keep their traceback
         if not getattr(e, "one_line", False): raise

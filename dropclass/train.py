@@ -62,8 +62,10 @@ def _resample_rule(text: str) -> str | None:
 
 def _device_rule(name: str) -> str | None:
     if name == "auto": return None
-    try: torch.device(name)
-    except (RuntimeError, ValueError): return "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"
+    try: dev = torch.device(name)
+    except (RuntimeError, ValueError): dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):  # meta holds no data; mps and others are not tested with this package
+        return "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"
 
 
 def _increasing(pair) -> str | None: return None if pair[0] <= pair[1] else "must be (low, high) with low <= high"
@@ -375,8 +377,16 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
                          "checkpoint.") from None
     if not isinstance(state, dict) or "dropclass_checkpoint" not in state:
         raise ValueError(f"{path} is a torch file but not a dropclass checkpoint (no 'dropclass_checkpoint' key)")
-    if state["dropclass_checkpoint"] > CHECKPOINT_VERSION:
-        raise ValueError(f"{path} was written by a newer dropclass (format {state['dropclass_checkpoint']}); upgrade dropclass to read it")
+    version = state["dropclass_checkpoint"]
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ValueError(f"{path} has a checkpoint format {version!r}, not a number: it was not written by dropclass's "
+                         "save_checkpoint, or it was edited")
+    if version > CHECKPOINT_VERSION:
+        raise ValueError(f"{path} was written by a newer dropclass (format {version}); upgrade dropclass to read it")
+    missing = [k for k in ("model", "config") if k not in state]
+    if missing:
+        raise ValueError(f"{path} is a dropclass checkpoint without {' and '.join(repr(k) for k in missing)}: it is incomplete; "
+                         "delete it to start over, or point to another checkpoint")
     bad = non_finite(state.get("model", {}))
     if bad:
         raise ValueError(f"{path} holds NaN or infinite weights in {len(bad)} tensors (e.g. {bad[:3]}): the run diverged before "

@@ -189,6 +189,9 @@ CLI_CASES = [  # (argv, or a function of tmp_path giving it; the message)
     (["train", "--config", "tiny", "--set", "poly_power=nan"], "poly_power must be a finite number"),
     (["train", "--config", "tiny", "--set", "lr=inf"], "lr must be a finite number"),
     (["train", "--config", "tiny", "--set", "seed=100000000000000"], "seed must be in [0, 4294967295]"),
+    (["train", "--config", "tiny", "--set", "device=meta"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'; got 'meta'"),
+    (["train", "--config", "tiny", "--set", "device=mps"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'; got 'mps'"),
+    (["explore", "--length", "0", "--no-browser"], "length must be at least 1 scene"),
 ]
 
 
@@ -287,6 +290,27 @@ def test_the_last_checkpoint_is_written_before_the_final_evaluation(tmp_path, mo
     monkeypatch.setattr(train_module, "train_step", lambda *a: calls.append(a))
     metrics = train(cfg)  # evaluates the trained model, trains nothing
     assert not calls and metrics["splits"]["val"]["miou"] >= 0 and (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_a_data_error_in_a_worker_is_one_line(cityscapes, tmp_path, capsys):
+    path = _label_file(cityscapes, "train")
+    mask = np.array(Image.open(path)); mask[0, :5] = 200
+    Image.fromarray(mask).save(path)
+    one_line_error(_train_on(cityscapes, tmp_path, "--set", "num_workers=1", "--set", "batch_size=2"), capsys,
+                   "5 pixels have label values [200]")
+
+
+@pytest.mark.parametrize("state, message", [({"dropclass_checkpoint": "1"}, "checkpoint format '1', not a number"),
+                                            ({"dropclass_checkpoint": 1}, "without 'model' and 'config'")])
+def test_a_checkpoint_with_a_bad_header_is_one_line(state, message, tmp_path, capsys):
+    torch.save(state, tmp_path / "last.pt")
+    one_line_error(["eval", "--checkpoint", str(tmp_path / "last.pt")], capsys, message)
+
+
+def test_explore_checks_its_checkpoints_before_serving(tmp_path, capsys):
+    (tmp_path / "bad.pt").write_bytes(b"xx")
+    one_line_error(["explore", "--baseline", str(tmp_path / "bad.pt"), "--dropclass", str(tmp_path / "bad.pt"), "--no-browser",
+                    "--port", "8799"], capsys, "is not a readable checkpoint")
 
 
 # ------------------------------------------------------------------------------------------------ housekeeping
