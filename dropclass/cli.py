@@ -104,6 +104,8 @@ def _demo(args) -> int:
 
 def _train(args) -> int:
     from dropclass.train import config_from, train
+    if args.data_root and any(o.startswith("data_root=") for o in args.overrides):
+        raise ValueError("give the dataset folder once: --data-root or --set data_root=, not both")
     overrides = (list(args.overrides) + ([f"out_dir={args.out}"] if args.out is not None else []) + (["progress=false"] if args.quiet else [])
                  + ([f"data_root={args.data_root}"] if args.data_root else []))
     cfg = config_from(args.config, overrides)
@@ -119,8 +121,15 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from dropclass.experiments import evaluate_run
     from dropclass.train import config_from, labels_for, load_checkpoint
-    saved = load_checkpoint(args.checkpoint)["config"]
+    from dataclasses import fields
+
+    from dropclass.train import TrainConfig
+    known = {f.name for f in fields(TrainConfig)}
+    saved = {k: v for k, v in load_checkpoint(args.checkpoint)["config"].items() if k in known}  # as load_model: newer keys ignored
     changes = dict(o.split("=", 1) for o in _checked(args.overrides))
+    if "inference" in changes and saved.get("method") != "dropclass":
+        raise ValueError(f"{args.checkpoint} holds a {saved.get('method')} model, which has no drop branch: inference applies to "
+                         "DropClass checkpoints only")
     fixed = sorted(k for k in changes if k not in EVAL_SETTINGS)
     if fixed:
         raise ValueError(f"eval reads the model's settings from the checkpoint, so {', '.join(fixed)} cannot change here; "

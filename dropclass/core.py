@@ -119,7 +119,7 @@ class DropClass(nn.Module):
         self.num_classes, self.channels = cls.out_channels, cls.in_channels
         self.drop_prob = drop_prob
         self.compensate = compensation(self.channels, compensation_kernel, compensation_norm, compensation_momentum,
-                                       compensation_init_std)
+                                       compensation_init_std).to(cls.weight.device, cls.weight.dtype)  # where the model is
         self.generator: torch.Generator | None = None  # random stream of the dropped class (default: torch's global one)
 
     @property

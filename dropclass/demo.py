@@ -20,7 +20,7 @@ from .tables import comparison_table
 from .core import DropClass
 from .diagnostics import diagnostics_figure
 from .experiments import evaluate_run, run_history, train_runs
-from .train import config_from, dataset_for, labels_for, load_model
+from .train import config_from, dataset_for, labels_for, load_model, read_json
 
 # %% auto #0
 __all__ = ['DEMO_METHODS', 'loss_figure', 'iou_figure', 'predictions_figure', 'LiveLoss', 'write_report', 'run_demo']
@@ -126,7 +126,7 @@ def write_report(
 ) -> dict:  # {"tables": {split: ComparisonTable}, "files": [...]}
     "Write the comparison report of finished runs: Table 1 layout per split, figures, report.md, results.json."
     out = Path(out)
-    results = {name: json.loads((Path(run) / "metrics.json").read_text()) for name, run in runs.items()}
+    results = {name: read_json(Path(run) / "metrics.json") for name, run in runs.items()}
     first = next(iter(results.values()))
     cfg = config_from(None, {k: v for k, v in first["config"].items() if k != "method"})
     labels = labels_for(cfg)

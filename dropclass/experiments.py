@@ -26,7 +26,7 @@ from .data.io import atomic_write_bytes
 from .machine import machine_info, machine_line
 from .metrics import miou, paired_difference
 from .train import (Dist, TrainConfig, config_from, dataset_for, diagnose_split, evaluate_split, labels_for,
-                             load_checkpoint, load_model, needs_stats, read_history, resolve_device, settings_changed, split_summary, train,
+                             load_checkpoint, load_model, needs_stats, read_history, read_json, resolve_device, settings_changed, split_summary, train,
                              training_stats)
 
 # %% auto #0
@@ -168,7 +168,7 @@ def check_reusable(cfgs: dict[str, TrainConfig]) -> None:
     for name, c in cfgs.items():
         folder = Path(c.out_dir)
         if (folder / "metrics.json").is_file():
-            diff = settings_changed(c, json.loads((folder / "metrics.json").read_text()).get("config", {}), finished=True)
+            diff = settings_changed(c, read_json(folder / "metrics.json").get("config", {}), finished=True)
         elif c.resume and (folder / "last.pt").is_file():
             diff = settings_changed(c, load_checkpoint(folder / "last.pt")["config"], finished=False)
         else: continue
@@ -195,7 +195,7 @@ def train_runs(
     if jobs > 1 and len(todo) > 1: _side_by_side(todo, progress, jobs)
     else:
         for c in todo.values(): train(c)
-    return {n: json.loads((Path(c.out_dir) / "metrics.json").read_text()) for n, c in cfgs.items()}
+    return {n: read_json(Path(c.out_dir) / "metrics.json") for n, c in cfgs.items()}
 
 # %% ../nbs/26_experiments.ipynb #e7a10009
 def evaluate_run(

@@ -18,7 +18,7 @@ from .conventions import IGNORE_INDEX, check_labels, upsample_logits
 
 # %% auto #0
 __all__ = ['ALPHA', 'RAMPS', 'cross_entropy', 'drop_labels', 'cross_entropy_drop', 'seg_loss', 'suppression_loss', 'total_loss',
-           'DropSchedule', 'UpsampledCrossEntropy', 'upsampled_cross_entropy', 'DropClassLoss']
+           'DropSchedule', 'check_aspect', 'UpsampledCrossEntropy', 'upsampled_cross_entropy', 'DropClassLoss']
 
 # %% ../nbs/03_losses.ipynb #f7530008
 def _cross_entropy(logits, labels, weight, ignore_index):
@@ -118,6 +118,9 @@ class DropSchedule:
         for name in ("lam_max", "p_max"):
             if not 0.0 <= getattr(self, name) <= 1.0: raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.ramp_end <= 1.0: raise ValueError(f"ramp_end must be in (0, 1], got {self.ramp_end}")
+        if self.by == "epoch" and self.iters_per_epoch >= self.max_iters:
+            raise ValueError(f"iters_per_epoch={self.iters_per_epoch} makes the whole run ({self.max_iters} iterations) one epoch, "
+                             "and p and lambda, stepped once per epoch, would stay 0: use by='iter', or fewer iterations per epoch")
 
     def progress(self, it: int) -> float:
         "Fraction of the ramp reached at iteration `it` (0-based), in [0, 1]."
@@ -134,6 +137,18 @@ class DropSchedule:
         return self.p_max * self.progress(it)
 
 # %% ../nbs/03_losses.ipynb #f7530035
+def check_aspect(
+    low: tuple[int, int],  # (h, w) of the logits
+    size: tuple[int, int],  # (H, W) of the labels
+) -> None:
+    "Refuse labels whose shape is not the logits' upscaled (a transposed or mismatched label would be resized without a word)."
+    (h, w), (H, W) = tuple(low), tuple(size)
+    if (h, w) == (H, W): return
+    if abs(H * w - W * h) > max(H, W) * max(h, w) / min(h, w):  # more than about one logit pixel apart
+        raise ValueError(f"labels are {H}x{W} but the logits {h}x{w}: their shapes differ (labels transposed, or of other "
+                         "images?); the logits are resized to the labels only when one is a scaled copy of the other")
+
+
 def _to_labels(upsample, size):
     return lambda t: upsample_logits(upsample(t) if upsample is not None else t, size)
 
@@ -183,6 +198,7 @@ def upsampled_cross_entropy(
     labels = check_labels(labels, logits.shape[1], ignore_index)
     if logits.shape[0] != labels.shape[0]:
         raise ValueError(f"logits have batch size {logits.shape[0]} but labels {labels.shape[0]}")
+    if upsample is None: check_aspect(logits.shape[-2:], labels.shape[-2:])
     return UpsampledCrossEntropy.apply(logits, labels, weight, ignore_index, _to_labels(upsample, labels.shape[-2:]))
 
 # %% ../nbs/03_losses.ipynb #f7530039
@@ -197,7 +213,11 @@ class DropClassLoss(nn.Module):
         suppress: bool = True,  # include L_sup; False is the "w/o Eq. (8)" ablation
     ):
         super().__init__()
+        if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+            raise ValueError(f"alpha (the weight of L_sup, Eq. 9) must be a finite number >= 0, got {alpha!r}")
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
+        if self.weight is not None and self.weight.ndim != 1:
+            raise ValueError(f"weight must be a (C,) vector of class weights, got shape {tuple(self.weight.shape)}")
         self.ignore_index, self.alpha, self.suppress = ignore_index, alpha, suppress
 
     def forward(
@@ -206,11 +226,18 @@ class DropClassLoss(nn.Module):
         labels: Tensor,  # (B, H, W) class indices
         lam: float,  # lambda of Eq. 7
     ) -> tuple[Tensor, dict[str, float]]:  # L_total, and every part as a float for logging
+        if not isinstance(output, (tuple, list)) or len(output) not in (3, 4):
+            raise TypeError(f"DropClassLoss takes the training output of a DropClass model, (logits, drop_logits, z[, upsample]); "
+                            f"got {type(output).__name__}{' of shape ' + str(tuple(output.shape)) if isinstance(output, Tensor) else ''}. "
+                            "In eval mode a DropClass model returns plain logits: call model.train() first")
         logits, drop_logits, z, *rest = output
         upsample = rest[0] if rest else None
         labels = check_labels(labels, logits.shape[1], self.ignore_index)
         if logits.shape[0] != labels.shape[0]:
             raise ValueError(f"logits have batch size {logits.shape[0]} but labels {labels.shape[0]}")
+        if self.weight is not None and self.weight.numel() != logits.shape[1]:
+            raise ValueError(f"weight has {self.weight.numel()} class weights, but the logits have {logits.shape[1]} classes")
+        check_aspect(logits.shape[-2:], labels.shape[-2:])
         w = None if self.weight is None else self.weight.to(logits.dtype)
         to_labels = _to_labels(upsample, labels.shape[-2:])
         ce = UpsampledCrossEntropy.apply(logits, labels, w, self.ignore_index, to_labels)

@@ -46,7 +46,7 @@ __all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'DTYPES', 'D', 'PRESETS', '
            'class_weights_for', 'needs_stats', 'training_stats', 'tiny_net', 'init_convs', 'dropclass_options',
            'build_model', 'step_loss', 'training_loader', 'evaluate_split', 'diagnose_split', 'split_summary',
            'labels_for', 'Run', 'prepare_run', 'train_step', 'train_iterations', 'finish_run', 'train', 'check_split',
-           'check_input_sizes', 'read_history', 'settings_changed', 'load_model']
+           'check_input_sizes', 'read_json', 'read_history', 'settings_changed', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -203,6 +203,10 @@ def _check_together(cfg: TrainConfig) -> None:
         if bad: raise ValueError(f"{name} must name splits of {cfg.dataset} ({', '.join(info.splits)}); got {', '.join(bad)}")
     if info.generated and cfg.data_root is not None:
         raise ValueError(f"data_root must be None for the generated dataset {cfg.dataset!r}; got {cfg.data_root!r}")
+    kind = _parse_resample(cfg.resample)
+    if kind[0] == "class" and info.labels is not None and kind[1] not in info.labels.classes:  # before the statistics pass
+        raise ValueError(f"resample names the class {kind[1]!r}, which {cfg.dataset} does not have (its classes: "
+                         f"{', '.join(info.labels.classes)})")
 
 # %% ../nbs/21_train.ipynb #f7e00010
 PRESETS: dict[str, dict] = {
@@ -896,9 +900,10 @@ def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dic
         if run.step >= cfg.max_iters:  # finished before
             path = run.out / "metrics.json"
             if run.d.main:
-                print(f"{run.out} is already trained ({cfg.max_iters} iterations): its results are in {path}. Give another "
+                more = "" if run.step == cfg.max_iters else f", more than the max_iters={cfg.max_iters} asked for"
+                print(f"{run.out} is already trained ({run.step} iterations{more}): its results are in {path}. Give another "
                       "out_dir or set resume=false to train again, or raise max_iters to train on")
-            return json.loads(path.read_text()) if path.is_file() else {}
+            return read_json(path)
         return finish_run(train_iterations(run, callbacks=callbacks))
     finally:
         run.release()
@@ -924,6 +929,15 @@ def check_input_sizes(model: nn.Module, sizes: dict[str, set], arch: str) -> Non
                 raise ValueError(f"{what} is {h}x{w} (HxW), but {arch} needs a height and width divisible by {s}: use a size "
                                  f"such as {up(h)}x{up(w)} (crop_size, or dataset_args' size for generated scenes), or pad "
                                  "the images") from None
+
+
+def read_json(path: str | Path) -> dict:
+    "A JSON file the package wrote (metrics.json, config.json), with an error that names it when it is cut short or edited."
+    path = Path(path)
+    try: return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): it was cut short or edited; delete it (a finished run is then "
+                         "evaluated again) or write it again") from None
 
 
 def read_history(path: Path) -> list[dict]:

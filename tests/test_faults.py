@@ -2,6 +2,7 @@
 as an uninterrupted run, a one-line error naming the file or setting with exit code 2, nothing lost)."""
 import json
 import os
+import re
 import socket
 import stat
 import warnings
@@ -16,6 +17,7 @@ import dropclass.data.io as io_module
 import dropclass.train as train_module
 from dropclass.cli import main as cli
 from dropclass.core import DropClass
+from dropclass.losses import DropClassLoss, DropSchedule
 from dropclass.data.datasets import CityscapesSegmentation
 from dropclass.data.synthetic import write_synthetic
 from dropclass.train import build_model, config_from, load_checkpoint, load_model, prepare_run, save_checkpoint, train
@@ -425,3 +427,93 @@ def test_the_explorer_port_is_free_again_right_after_a_server_stops():
 def test_drop_prob_refuses_nan():
     model = build_model(config_from("tiny", {"method": "dropclass"}), 19)
     with pytest.raises(ValueError, match="drop_prob must be a finite number"): model.drop_prob = float("nan")
+
+
+# ------------------------------------------------------------------------------------------------ the Python API
+def _drop_output(C=5, B=2, h=4, w=8):
+    model = DropClass(features=torch.nn.Conv2d(3, 6, 1), classifier=torch.nn.Conv2d(6, C, 1))
+    model.train(); model.drop_prob = 1.0
+    return model, model(torch.randn(B, 3, h, w))
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: DropClassLoss(alpha=-1.0), ValueError, "alpha (the weight of L_sup, Eq. 9) must be a finite number >= 0"),
+    (lambda: DropClassLoss(alpha=float("nan")), ValueError, "alpha"),
+    (lambda: DropClassLoss(weight=torch.ones(30))(_drop_output()[1], torch.zeros(2, 16, 32, dtype=torch.long), lam=0.5),
+     ValueError, "weight has 30 class weights, but the logits have 5 classes"),
+    (lambda: DropClassLoss(weight=torch.ones(3))(_drop_output()[1], torch.zeros(2, 16, 32, dtype=torch.long), lam=0.5),
+     ValueError, "weight has 3 class weights"),
+    (lambda: DropClassLoss()(_drop_output()[1], torch.zeros(2, 32, 16, dtype=torch.long), lam=0.5),
+     ValueError, "labels are 32x16 but the logits 4x8"),
+    (lambda: DropClassLoss()(_drop_output()[0].eval()(torch.randn(2, 3, 4, 8)), torch.zeros(2, 4, 8, dtype=torch.long), lam=0.5),
+     TypeError, "call model.train() first"),
+    (lambda: DropSchedule(100, iters_per_epoch=200), ValueError, "p and lambda, stepped once per epoch, would stay 0"),
+])
+def test_the_python_api_refuses_what_would_go_wrong_silently(make, error, message):
+    with pytest.raises(error, match=re.escape(message)): make()
+
+
+def test_a_scaled_label_is_still_accepted():
+    out = _drop_output()[1]
+    loss, parts = DropClassLoss()(out, torch.zeros(2, 16, 32, dtype=torch.long), lam=0.5)  # 4x the logits' size
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_compensation_layer_is_made_where_the_model_is():
+    model = DropClass(features=torch.nn.Conv2d(3, 6, 1).cuda(), classifier=torch.nn.Conv2d(6, 5, 1).cuda())
+    assert all(p.is_cuda for p in model.compensate.parameters())
+
+
+def test_the_compensation_layer_takes_the_models_dtype():
+    model = DropClass(features=torch.nn.Conv2d(3, 6, 1).double(), classifier=torch.nn.Conv2d(6, 5, 1).double())
+    assert all(p.dtype == torch.float64 for p in model.compensate.parameters())
+
+
+# ------------------------------------------------------------------------------------------------ small ones
+@pytest.fixture
+def tiny_run(tmp_path):
+    train(config_from("tiny", {**SMALL, "max_iters": 6, "out_dir": str(tmp_path / "run")}))
+    return tmp_path / "run"
+
+
+def test_eval_refuses_a_drop_branch_for_a_baseline(tmp_path, capsys):
+    train(config_from("tiny", {**SMALL, "method": "baseline", "max_iters": 2, "out_dir": str(tmp_path / "run")}))
+    one_line_error(["eval", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--set", "inference=drop"], capsys,
+                   "holds a baseline model, which has no drop branch")
+
+
+def test_eval_and_load_model_both_ignore_settings_newer_than_this_version(tiny_run, capsys):
+    state = load_checkpoint(tiny_run / "last.pt")
+    state["config"]["a_setting_of_a_later_version"] = 1
+    save_checkpoint(tiny_run / "newer.pt", state)
+    load_model(tiny_run / "newer.pt")
+    assert cli(["eval", "--checkpoint", str(tiny_run / "newer.pt"), "--quiet"]) == 0
+    assert "val: mIoU" in capsys.readouterr().out
+
+
+def test_a_run_with_more_iterations_than_asked_says_how_many(tiny_run, capsys):
+    train(config_from("tiny", {**SMALL, "max_iters": 4, "out_dir": str(tiny_run)}))
+    assert "already trained (6 iterations, more than the max_iters=4 asked for)" in capsys.readouterr().out
+
+
+def test_a_corrupt_metrics_file_is_named(tiny_run, capsys):
+    (tiny_run / "metrics.json").write_text('{"config": {')
+    one_line_error(["train", "--config", "tiny", "--set", "max_iters=6", "--set", "train_length=16", "--set", "eval_length=4",
+                    "--set", "diag_length=2", "--set", "crop_size=64x128", "--set", "batch_size=4", "--set", "eval_batch_size=4",
+                    "--set", "ckpt_every=2", "--set", "log_every=1", "--out", str(tiny_run)], capsys,
+                   f"{tiny_run / 'metrics.json'} is not valid JSON")
+
+
+def test_data_root_once(tmp_path, capsys):
+    one_line_error(["train", "--config", "tiny", "--set", "dataset=cityscapes", "--data-root", str(tmp_path), "--set",
+                    f"data_root={tmp_path}"], capsys, "give the dataset folder once")
+    (tmp_path / "file").write_text("x")
+    one_line_error(["train", "--config", "tiny", "--set", "dataset=cityscapes", "--data-root", str(tmp_path / "file"),
+                    "--out", str(tmp_path / "run")], capsys, "is a file, not a folder")
+
+
+def test_a_resampled_class_that_does_not_exist_is_refused_before_counting(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_module, "class_statistics", lambda *a, **k: pytest.fail("counted before the check"))
+    one_line_error(["train", "--config", "tiny", "--set", "resample=class:nosuch:2", "--out", str(tmp_path / "run")], capsys,
+                   "resample names the class 'nosuch', which synthetic does not have")

@@ -137,7 +137,9 @@ def _cityscapes_files(
         raise ValueError(f"unknown Cityscapes split {split!r}; use one of {', '.join(CITYSCAPES_SPLITS)}")
     if root is None: raise _layout_error("no Cityscapes root given: pass the folder that holds leftImg8bit/ and gtFine/", CITYSCAPES_LAYOUT)
     root = Path(root)
-    if not root.is_dir(): raise _layout_error(f"the Cityscapes root {root} does not exist", CITYSCAPES_LAYOUT)
+    if not root.is_dir():
+        raise _layout_error(f"the Cityscapes root {root} {'is a file, not a folder' if root.is_file() else 'does not exist'}",
+                            CITYSCAPES_LAYOUT)
     for folder, archive in (("leftImg8bit", "leftImg8bit_trainvaltest.zip"), ("gtFine", "gtFine_trainvaltest.zip")):
         if not (root / folder / split).is_dir():
             raise _layout_error(f"{root / folder / split} is missing (unzip {archive} into {root})", CITYSCAPES_LAYOUT)
@@ -184,7 +186,8 @@ def _voc_base(root: str | Path | None) -> Path:
     "`<root>/VOCdevkit/VOC2012`, after checking that it and its `JPEGImages` exist."
     if root is None: raise _layout_error("no VOC root given: pass the folder that holds VOCdevkit/", VOC_LAYOUT)
     root = Path(root)
-    if not root.is_dir(): raise _layout_error(f"the VOC root {root} does not exist", VOC_LAYOUT)
+    if not root.is_dir():
+        raise _layout_error(f"the VOC root {root} {'is a file, not a folder' if root.is_file() else 'does not exist'}", VOC_LAYOUT)
     base = root / "VOCdevkit" / "VOC2012"
     if not base.is_dir():
         raise _layout_error(f"{base} is missing (extract VOCtrainval_11-May-2012.tar into {root}; "
