@@ -130,6 +130,7 @@ def run_ablations(
 ) -> dict:
     "Train (or reuse) every variant for every seed and summarise them against the baseline."
     runs = Path(runs) if runs is not None else Path("runs") / f"ablations_{preset}"
+    if len(set(seeds)) != len(seeds): raise ValueError(f"seeds must differ, got {' '.join(map(str, seeds))}: a repeated seed is the same run twice")
     variants = list(variants or ABLATIONS)
     for v in variants:
         if v not in ABLATIONS: raise ValueError(f"unknown variant {v!r}; the variants are {', '.join(ABLATIONS)}")

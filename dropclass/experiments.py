@@ -288,6 +288,7 @@ def compare_methods(
 ) -> dict:  # {"config", "summary", "per_seed", "diagnostics", "train_seconds"}
     "Baseline against DropClass over seeds: train (or reuse) every run, evaluate both readings, summarise paired differences."
     if len(seeds) < 2: raise ValueError("a comparison over seeds needs at least two seeds (five or more to report)")
+    if len(set(seeds)) != len(seeds): raise ValueError(f"seeds must differ, got {' '.join(map(str, seeds))}: a repeated seed is the same run twice")
     runs = Path(runs) if runs is not None else Path("runs") / f"study_{preset}"
     cfgs = {(s, m): config_from(preset, [*overrides, f"method={m}", f"seed={s}", f"out_dir={runs / f'seed{s}' / m}",
                                          f"progress={progress}"]) for s in seeds for m in METHODS}
@@ -370,6 +371,7 @@ def compare_main(argv: list[str] | None = None, prog: str = "dropclass compare",
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if len(args.seeds) < 2: p.error("a comparison needs at least two seeds (five or more to report)")
+    if len(set(args.seeds)) != len(args.seeds): p.error(f"--seeds must differ, got {' '.join(map(str, args.seeds))}")
     config_from(args.preset, args.overrides)  # a bad preset or setting fails before anything is trained
     runs = args.runs or Path("runs") / f"study_{args.preset}"
     t0 = time.perf_counter()

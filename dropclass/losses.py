@@ -118,9 +118,9 @@ class DropSchedule:
         for name in ("lam_max", "p_max"):
             if not 0.0 <= getattr(self, name) <= 1.0: raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.ramp_end <= 1.0: raise ValueError(f"ramp_end must be in (0, 1], got {self.ramp_end}")
-        if self.by == "epoch" and self.iters_per_epoch >= self.max_iters:
-            raise ValueError(f"iters_per_epoch={self.iters_per_epoch} makes the whole run ({self.max_iters} iterations) one epoch, "
-                             "and p and lambda, stepped once per epoch, would stay 0: use by='iter', or fewer iterations per epoch")
+        if self.by == "epoch" and self.iters_per_epoch > self.max_iters:
+            raise ValueError(f"iters_per_epoch={self.iters_per_epoch} is longer than the whole run ({self.max_iters} iterations), "
+                             "so p and lambda, stepped once per epoch, would stay 0: use by='iter', or fewer iterations per epoch")
 
     def progress(self, it: int) -> float:
         "Fraction of the ramp reached at iteration `it` (0-based), in [0, 1]."

@@ -447,7 +447,7 @@ def _drop_output(C=5, B=2, h=4, w=8):
      ValueError, "labels are 32x16 but the logits 4x8"),
     (lambda: DropClassLoss()(_drop_output()[0].eval()(torch.randn(2, 3, 4, 8)), torch.zeros(2, 4, 8, dtype=torch.long), lam=0.5),
      TypeError, "call model.train() first"),
-    (lambda: DropSchedule(100, iters_per_epoch=200), ValueError, "p and lambda, stepped once per epoch, would stay 0"),
+    (lambda: DropSchedule(100, iters_per_epoch=200), ValueError, "is longer than the whole run (100 iterations), so p and lambda"),
 ])
 def test_the_python_api_refuses_what_would_go_wrong_silently(make, error, message):
     with pytest.raises(error, match=re.escape(message)): make()
@@ -517,3 +517,24 @@ def test_a_resampled_class_that_does_not_exist_is_refused_before_counting(tmp_pa
     monkeypatch.setattr(train_module, "class_statistics", lambda *a, **k: pytest.fail("counted before the check"))
     one_line_error(["train", "--config", "tiny", "--set", "resample=class:nosuch:2", "--out", str(tmp_path / "run")], capsys,
                    "resample names the class 'nosuch', which synthetic does not have")
+
+
+# ------------------------------------------------------------------------------------------------ sets of runs
+def test_a_set_of_runs_refuses_finished_runs_with_other_settings(tmp_path, capsys):
+    base = ["compare", "--preset", "tiny", "--seeds", "0", "1", "--jobs", "1", "--bias-scenes", "0", "--quiet", "--runs",
+            str(tmp_path / "R"), "--set", "train_length=16", "--set", "eval_length=4", "--set", "max_iters=2"]
+    assert cli(base) == 0
+    first = json.loads((tmp_path / "R" / "comparison.json").read_text())
+    capsys.readouterr()
+    one_line_error(base + ["--set", "max_iters=4", "--set", "lr=0.1"], capsys, "were trained with other settings than asked for")
+    assert json.loads((tmp_path / "R" / "comparison.json").read_text()) == first  # the report was not rewritten
+    one_line_error(["ablate", "--preset", "tiny", "--seeds", "0", "1", "--variants", "baseline", "dropclass", "--quiet", "--runs",
+                    str(tmp_path / "R"), "--set", "train_length=16", "--set", "eval_length=4", "--set", "max_iters=4"], capsys,
+                   "were trained with other settings than asked for")
+
+
+def test_repeated_seeds_are_refused(tmp_path, capsys):
+    one_line_error(["ablate", "--preset", "tiny", "--seeds", "0", "0", "--runs", str(tmp_path / "A")], capsys, "seeds must differ")
+    with pytest.raises(SystemExit) as e: cli(["compare", "--preset", "tiny", "--seeds", "0", "0", "--runs", str(tmp_path / "C")])
+    assert e.value.code == 2  # argparse's usage error
+    assert "--seeds must differ" in capsys.readouterr().err and not (tmp_path / "C").exists()
