@@ -247,4 +247,5 @@ class DropClassLoss(nn.Module):
         seg = seg_loss(ce, ce_drop, lam)
         total = total_loss(seg, sup, self.alpha)
         parts = {"ce": ce, "ce_drop": ce_drop, "sup": sup, "seg": seg, "total": total}
-        return total, {k: v.detach().item() for k, v in parts.items()}
+        values = torch.stack([v.detach().float() for v in parts.values()]).tolist()  # one device sync, not five
+        return total, dict(zip(parts, values))

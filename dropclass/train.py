@@ -622,7 +622,8 @@ def step_loss(model, cfg: TrainConfig, images, masks, it: int, schedule: DropSch
         z = sample_drop(int(weight.numel()) if weight is not None else _num_classes(model), 1.0, gen)
         masks = drop_labels(masks, z, ignore_index)
     loss = upsampled_cross_entropy(logits_of(model(images)), masks, weight=weight, ignore_index=ignore_index)  # torchvision: {"out": ...}
-    return loss, {"ce": loss.item(), "total": loss.item()}
+    value = loss.item()  # the step's one device sync
+    return loss, {"ce": value, "total": value}
 
 
 def _num_classes(model) -> int:
@@ -818,13 +819,14 @@ def train_step(run: Run, it: int) -> dict:
     images = images.to(device, DTYPES[cfg.dtype], non_blocking=True)
     masks = masks.to(device, non_blocking=True)
     if cfg.channels_last: images = images.contiguous(memory_format=torch.channels_last)
-    if not torch.isfinite(images).all():
-        raise FloatingPointError(f"the input images of iteration {it + 1} hold NaN or infinite values: check the data "
-                                 "(a corrupt image file, or a transform that divides by zero)")
+    finite_inputs = torch.isfinite(images).all()  # read only when the loss is not finite: no device sync of its own
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda" and cfg.dtype == "float32"):
         loss, parts = step_loss(run.net, cfg, images, masks, it, run.schedule, run.weight, run.gen, run.labels.ignore_index)
-    if not math.isfinite(loss.item()):
-        raise FloatingPointError(f"the loss is {loss.item()} at iteration {it + 1} (the inputs are finite): the run diverged; "
+    if not math.isfinite(parts["total"]) and not bool(finite_inputs):
+        raise FloatingPointError(f"the input images of iteration {it + 1} hold NaN or infinite values: check the data "
+                                 "(a corrupt image file, or a transform that divides by zero)")
+    if not math.isfinite(parts["total"]):  # read from the parts (the step's one device sync)
+        raise FloatingPointError(f"the loss is {parts['total']} at iteration {it + 1} (the inputs are finite): the run diverged; "
                                  f"lower the learning rate (lr={cfg.lr}) and train again, or resume from an earlier checkpoint")
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
