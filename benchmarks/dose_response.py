@@ -17,6 +17,12 @@ their weights) are kept with the JSON, so a finished dose is read, not trained a
 
     python benchmarks/dose_response.py --doses 40 170 340          # about an hour and a half on two CPU cores
     python benchmarks/dose_response.py --doses 2 --preset tiny --set crop_size=32x64 --runs /tmp/dose --tiny   # a check
+
+A variant of DropClass is compared with the same baselines: `--dropclass-set KEY=VALUE` changes the DropClass runs
+only, and `--baseline-runs` names the folder whose finished baseline of each dose is linked in (not trained again):
+
+    python benchmarks/dose_response.py --doses 340 --dropclass-set compensation_norm=group --baseline-runs \
+        benchmarks/results/dose_runs --runs benchmarks/results/dose_runs_group --out benchmarks/results/dose_response_group.json
 """
 from __future__ import annotations
 
@@ -97,6 +103,12 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="study", help="training preset (default: study)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=f"settings of every run, after the recipe {' '.join(RECIPE)}")
+    p.add_argument("--dropclass-set", dest="dropclass_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="settings of the DropClass runs only (a variant such as compensation_norm=group); the baseline of a "
+                        "dose is then the one of --baseline-runs")
+    p.add_argument("--baseline-runs", type=Path, default=None,
+                   help="folder whose baselines the DropClass variant is compared with (default: --runs); each dose's "
+                        "baseline is linked into --runs, so that one baseline serves every variant")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=None, help="trainings at a time (default: two on a multi-core CPU)")
     p.add_argument("--runs", type=Path, default=RESULTS / "dose_runs",
@@ -115,9 +127,9 @@ def main(argv=None) -> int:
     from dropclass.train import config_from, labels_for
 
     overrides = [*RECIPE, *args.overrides]
-    config_from(args.preset, overrides)  # a bad preset or setting fails before anything trains
+    config_from(args.preset, [*overrides, *args.dropclass_overrides])  # a bad preset or setting fails before anything trains
     out = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    out.update({"preset": args.preset, "recipe": overrides, "seed": args.seed, "command": " ".join(["python benchmarks/dose_response.py", *(argv or sys.argv[1:])]),
+    out.update({"preset": args.preset, "recipe": overrides, "dropclass_only": args.dropclass_overrides, "seed": args.seed, "command": " ".join(["python benchmarks/dose_response.py", *(argv or sys.argv[1:])]),
                 "machine": {**machine_info(threads=max(1, (os.cpu_count() or 2) // (args.jobs or default_jobs()))),
                             "trainings_at_a_time": args.jobs or default_jobs()}})
     out.setdefault("doses", {})
@@ -127,7 +139,14 @@ def main(argv=None) -> int:
         common = [*overrides, f"max_iters={iters}", f"seed={args.seed}", f"progress={not args.quiet}",
                   f"eval_every={max(iters // 4, 1)}", f"ckpt_every={max(iters // 10, 1)}"]
         if args.tiny: common += ["eval_length=4", "diag_length=4"]
-        cfgs = {m: config_from(args.preset, [*common, f"method={m}", f"out_dir={runs / f'seed{args.seed}' / m}"])
+        if args.baseline_runs is not None and args.baseline_runs.resolve() != args.runs.resolve():
+            link, target = runs / f"seed{args.seed}" / "baseline", args.baseline_runs / f"iters{iters}" / f"seed{args.seed}" / "baseline"
+            if not (target / "metrics.json").is_file(): p.error(f"no finished baseline in {target}: run the dose without a variant first")
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+        cfgs = {m: config_from(args.preset, [*common, f"method={m}", f"out_dir={runs / f'seed{args.seed}' / m}",
+                                             *(args.dropclass_overrides if m == "dropclass" else [])])
                 for m in ("baseline", "dropclass")}
         drops = expected_drops(cfgs["dropclass"])
         print(f"dose {dose:g}: {iters} iterations, {drops:.1f} expected drops per class, runs in {runs}", flush=True)

@@ -62,3 +62,14 @@ def test_tiny_run_writes_both_models_and_the_diagnostics(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(out.read_text())["doses"]["1"]["val"] == row["val"]
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    # a variant of DropClass against the same baseline: the baseline is linked in, not trained again
+    var = tmp_path / "variant.json"
+    r = subprocess.run([*cmd[:cmd.index("--runs")], "--runs", str(tmp_path / "group"), "--baseline-runs", str(tmp_path / "runs"),
+                        "--dropclass-set", "compensation_norm=group", "--tiny", "--out", str(var), "--quiet", "--jobs", "1"],
+                       capture_output=True, text=True, timeout=scaled(600))
+    assert r.returncode == 0, r.stderr[-3000:]
+    v = json.loads(var.read_text())
+    assert v["dropclass_only"] == ["compensation_norm=group"] and v["doses"]["1"]["config"]["compensation_norm"] == "group"
+    assert v["doses"]["1"]["val"]["baseline"] == row["val"]["baseline"]  # the same baseline
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # its weights untouched
+    assert (tmp_path / "group" / f"iters{row['iters']}" / "seed0" / "baseline").is_symlink()
