@@ -10,8 +10,10 @@ number of threads; the phases are read from outside the step, so any version of 
 - backward: from `zero_grad` to the optimizer's step;
 - step: the optimizer's and the scheduler's step.
 
-"outside the model" is data + input + loss, as a share of the whole step; the model's own work is forward + backward +
-step. Cases differ by size (`demo`: 128x256, as the demo and the study; `bite`: 64x128, as the dose response and the
+"outside the model" is data + input + loss, as a share of the whole step, less the upsampling of the logits to the
+labels and its gradient, which the memory-lean loss runs for the model's head (timed on its own, `head_upsampling_seconds`);
+the model's own work is forward + backward + step and that upsampling. For the baseline the step is also compared with a
+bare step of the same model on one fixed batch (forward, torch's cross_entropy, backward, AdamW). Cases differ by size (`demo`: 128x256, as the demo and the study; `bite`: 64x128, as the dose response and the
 bite preset), method and threads; `--variant NAME=KEY=VALUE,...` adds settings measured in the same run (e.g.
 `workers=num_workers=1`; `interop=N` sets torch's inter-op threads). `--pairs` trains the baseline and DropClass side by
 side, one thread each, as the demo and the studies do, against the two one at a time. `--code PATH` runs every case a second time with the package found in PATH (an older
@@ -65,6 +67,7 @@ def run_case(size: str, method: str, threads: int, iters: int, warmup: int, sett
         torch.set_num_interop_threads(int(s.split("=", 1)[1]))
     settings = [s for s in settings if not s.startswith("interop=")]
     from dropclass.train import config_from, prepare_run, train_step
+    head = _time_head_upsampling(torch)
     preset, extra = SIZES[size]
     cfg = config_from(preset, [*extra, *settings, f"method={method}", f"max_iters={warmup + iters + 1}", "eval_every=0",
                                f"ckpt_every={10**9}", "progress=False", "resume=False", f"out_dir={folder}"])
@@ -79,11 +82,14 @@ def run_case(size: str, method: str, threads: int, iters: int, warmup: int, sett
     run.opt.zero_grad = lambda *a, **k: (clock.mark("loss"), zero(*a, **k))[1]
     run.opt.register_step_pre_hook(lambda *a: clock.mark("backward"))
     totals = {p: 0.0 for p in PHASES}
+    upsampling = 0.0
     run.net.train()
     for it in range(warmup + iters):
+        head["s"] = 0.0
         train_step(run, it)
         clock.mark("step")
         if it < warmup: continue
+        upsampling += head["s"]
         m, prev = clock.marks, clock.marks["start"]
         for p in PHASES:
             totals[p] += m[p] - prev
@@ -94,9 +100,29 @@ def run_case(size: str, method: str, threads: int, iters: int, warmup: int, sett
     return {"size": size, "crop_size": list(cfg.crop_size), "method": method, "threads": threads, "settings": settings,
             "iters": iters, "warmup": warmup, "setup_seconds": round(setup_s, 1), "step_seconds": round(step, 4),
             "phase_seconds": per, "phase_share": {p: round(totals[p] / iters / step, 4) for p in PHASES},
-            "outside_model_share": round(sum(totals[p] for p in OUTSIDE) / iters / step, 4),
+            "head_upsampling_seconds": round(upsampling / iters, 4),  # inside "loss": the model's head, see _time_head_upsampling
+            "outside_model_share": round((sum(totals[p] for p in OUTSIDE) - upsampling) / iters / step, 4),
             "bare_step_seconds": None if bare is None else round(bare, 4),
             "step_over_bare": None if bare is None else round(step / bare, 4)}
+
+
+def _time_head_upsampling(torch) -> dict:
+    """Time, inside the loss, the upsampling of the logits to the labels and its gradient: the memory-lean cross-entropy
+    (`losses.UpsampledCrossEntropy`) runs the model head's upsampling (smp's x4, which the DropClass wrapper hands to the
+    loss) and pulls its gradient back there, so that this part of the model's own work shows up in the "loss" phase."""
+    import dropclass.losses as losses
+    spent = {"s": 0.0}
+    to_labels, grad = losses._to_labels, torch.autograd.grad
+
+    def timed(f):
+        def g(*a, **k):
+            t = time.perf_counter()
+            try: return f(*a, **k)
+            finally: spent["s"] += time.perf_counter() - t
+        return g
+    losses._to_labels = lambda upsample, size: timed(to_labels(upsample, size))
+    torch.autograd.grad = timed(grad)  # only the loss calls it in a training step
+    return spent
 
 
 def _bare_step(run, iters: int) -> float:
