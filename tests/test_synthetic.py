@@ -190,3 +190,16 @@ def test_every_rider_region_touches_a_two_wheeler():
     assert total >= 20 and touching == total
     total, touching = _rider_regions("counterfactual", 300)
     assert total >= 5 and touching <= total // 2
+
+
+def test_scenes_use_one_blas_thread_and_leave_the_setting_as_it_was(monkeypatch):
+    from threadpoolctl import threadpool_info
+    import dropclass.data.synthetic as syn
+    blas = lambda: [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+    before, real, seen = blas(), syn.one_blas_thread, []
+    with real(): inside = blas()
+    assert inside and all(n == 1 for n in inside)
+    monkeypatch.setattr(syn, "one_blas_thread", lambda: seen.append(1) or real())
+    render_street(0, 3)
+    assert seen, "render_street made its matrix products without the one-thread limit"
+    assert blas() == before

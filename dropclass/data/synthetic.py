@@ -22,10 +22,10 @@ from .labels import CITYSCAPES
 __all__ = ['ROAD', 'SIDEWALK', 'BUILDING', 'WALL', 'FENCE', 'POLE', 'LIGHT', 'SIGN', 'VEGETATION', 'TERRAIN', 'SKY', 'PERSON',
            'RIDER', 'CAR', 'TRUCK', 'BUS', 'TRAIN', 'MOTORCYCLE', 'BICYCLE', 'FAMILY', 'PAINTS', 'GLASS', 'TYRE',
            'OBJECTS', 'P_RIDER', 'P_LIGHT', 'P_SIGN', 'DRAW', 'SPLITS', 'DEFAULT_LENGTH', 'object_color',
-           'smooth_field', 'sensor_noise', 'Canvas', 'Street', 'paint_background', 'draw_car', 'draw_truck', 'draw_bus',
-           'draw_train', 'draw_figure', 'draw_person', 'draw_twowheeler', 'draw_pole', 'draw_tree', 'place',
-           'render_street', 'SyntheticStreets', 'label_histogram', 'support', 'resting_on', 'colour_only_accuracy',
-           'write_synthetic']
+           'one_blas_thread', 'smooth_field', 'sensor_noise', 'Canvas', 'Street', 'paint_background', 'draw_car',
+           'draw_truck', 'draw_bus', 'draw_train', 'draw_figure', 'draw_person', 'draw_twowheeler', 'draw_pole',
+           'draw_tree', 'place', 'render_street', 'SyntheticStreets', 'label_histogram', 'support', 'resting_on',
+           'colour_only_accuracy', 'write_synthetic']
 
 # %% ../../nbs/16_synthetic.ipynb #a4290006
 (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY,
@@ -66,10 +66,24 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     return _INTERP[(n_out, n_in)]
 
 
+_BLAS: list = []  # threadpoolctl's controller of numpy's BLAS, made on first use
+
+
+def one_blas_thread():
+    """A context in which numpy's BLAS runs on one thread. A scene's matrix products are small, so a second BLAS thread
+    gains nothing, and after each product it spins for a while on the core that torch's threads need: with two torch
+    threads on two cores, a batch of scenes took about 2.8 times as long (`benchmarks/profile_step.py`)."""
+    if not _BLAS:
+        from threadpoolctl import ThreadpoolController
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
+
+
 def smooth_field(rng: np.random.Generator, H: int, W: int, cell: int, amp: float) -> np.ndarray:
     "A (H, W) field around 1 that varies over about `cell` pixels, with relative amplitude `amp`."
     gh, gw = max(H // cell, 1) + 1, max(W // cell, 1) + 1
-    return 1.0 + _interp_matrix(H, gh) @ rng.normal(0, amp, (gh, gw)).astype(np.float32) @ _interp_matrix(W, gw).T
+    with one_blas_thread():
+        return 1.0 + _interp_matrix(H, gh) @ rng.normal(0, amp, (gh, gw)).astype(np.float32) @ _interp_matrix(W, gw).T
 
 
 _NOISE_BANK = np.random.default_rng(2021).standard_normal(1 << 22, dtype=np.float32)
