@@ -41,6 +41,8 @@ ABLATIONS: dict[str, tuple[str, dict]] = {  # variant: (what it is, overrides of
     "dropclass_ramps_early": ("DropClass with lambda and p stepped every iteration and at their maxima from a tenth of "
                               "training on, so that almost every batch drops a class (the `bite` preset's schedule, "
                               "notebook 28)", {"method": "dropclass", "ramp": "iter", "ramp_end": 0.1}),
+    "dropclass_group_norm": ("DropClass with GroupNorm instead of BatchNorm after the compensating convolution (the "
+                             "`bite-group` preset's norm, notebook 28)", {"method": "dropclass", "compensation_norm": "group"}),
 }
 EVAL_ONLY = {"dropclass_plain_inference": "dropclass"}  # variants that re-evaluate another variant's weights
 

@@ -293,19 +293,28 @@ def compare_methods(
     cfgs = {(s, m): config_from(preset, [*overrides, f"method={m}", f"seed={s}", f"out_dir={runs / f'seed{s}' / m}",
                                          f"progress={progress}"]) for s in seeds for m in METHODS}
     t0 = time.perf_counter()
-    metrics = train_runs({f"seed{s}/{m}": c for (s, m), c in cfgs.items()}, jobs, progress)
-    per_seed, diagnostics = {}, {}
-    for s in seeds:
-        m = {meth: metrics[f"seed{s}/{meth}"] for meth in METHODS}
-        splits = list(m["baseline"]["splits"])
-        plain = evaluate_run(runs / f"seed{s}" / "dropclass" / "last.pt", splits, inference="plain",
-                             cache=runs / f"seed{s}" / "dropclass" / "plain.json")
-        per_seed[s] = {sp: {"baseline": m["baseline"]["splits"][sp], "dropclass": m["dropclass"]["splits"][sp],
-                            "dropclass_plain": plain[sp]} for sp in splits}
-        diagnostics[s] = m["dropclass"].get("diagnostics")
-    if bias_scenes > 0:
-        bias = _bias(runs, list(seeds), bias_scenes)
-        for s in seeds: per_seed[s]["I*"] = bias[f"seed{s}"]
+    named = {f"seed{s}/{m}": c for (s, m), c in cfgs.items()}
+    check_reusable(named)  # every seed's runs before anything trains
+    share_class_stats(named)
+    jobs = default_jobs() if jobs is None else jobs
+    per_group = max(1, jobs // len(METHODS))  # seeds trained together: as many as fill the `jobs` slots
+    metrics, per_seed, diagnostics = {}, {}, {}
+    for k in range(0, len(seeds), per_group):
+        # seed by seed: each seed is read through both branches and on I* as soon as its runs are trained, so that a
+        # study stopped part way keeps every finished seed in its caches (plain.json, bias_<scenes>.json)
+        group = seeds[k:k + per_group]
+        metrics.update(train_runs({f"seed{s}/{m}": cfgs[(s, m)] for s in group for m in METHODS}, jobs, progress))
+        for s in group:
+            m = {meth: metrics[f"seed{s}/{meth}"] for meth in METHODS}
+            splits = list(m["baseline"]["splits"])
+            plain = evaluate_run(runs / f"seed{s}" / "dropclass" / "last.pt", splits, inference="plain",
+                                 cache=runs / f"seed{s}" / "dropclass" / "plain.json")
+            per_seed[s] = {sp: {"baseline": m["baseline"]["splits"][sp], "dropclass": m["dropclass"]["splits"][sp],
+                                "dropclass_plain": plain[sp]} for sp in splits}
+            diagnostics[s] = m["dropclass"].get("diagnostics")
+        if bias_scenes > 0:
+            bias = _bias(runs, list(group), bias_scenes)
+            for s in group: per_seed[s]["I*"] = bias[f"seed{s}"]
     first = cfgs[(seeds[0], "baseline")]
     return {"config": metrics[f"seed{seeds[0]}/baseline"]["config"], "summary": seed_summary(per_seed, labels_for(first)),
             "per_seed": per_seed, "diagnostics": diagnostics, "train_seconds": round(time.perf_counter() - t0, 1)}

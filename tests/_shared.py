@@ -1,6 +1,7 @@
 """Helpers several test modules share: stopping a run at a step, reading a checkpoint's weights, random label batches,
 and time limits that scale with the machine."""
 import functools
+import socket
 import sys
 from pathlib import Path
 
@@ -49,3 +50,10 @@ def slowness() -> float:
 def scaled(seconds: float) -> float:
     "`seconds` on the reference machine, as a time limit on this one."
     return seconds * slowness()
+
+
+def free_port() -> int:
+    "A TCP port on localhost that nothing listens on now."
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]

@@ -18,7 +18,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from _shared import scaled
+from _shared import free_port, scaled
 import dropclass.app as app_module
 from dropclass.adapters import model_head
 from dropclass.cli import main
@@ -405,12 +405,6 @@ def test_explore_refuses_a_busy_port(runs, capsys):
 
 
 # ----------------------------------------------------------------------------------------------------------- the browser
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -477,7 +471,7 @@ def test_explore_says_what_it_does_at_once(tmp_path):
     watch.mkdir()
     (watch / "sitecustomize.py").write_text(f"MARK, READY = {_TORCH_MARK!r}, {_WATCH_READY!r}\n" + _TORCH_WATCH)  # says when torch starts to load
     guard, limit = scaled(60), scaled(2.0)  # measured before the process starts, not while it does
-    proc, log = _start_explore(tmp_path, _free_port(), "--cache-dir", str(tmp_path / "cache"), path=[watch])
+    proc, log = _start_explore(tmp_path, free_port(), "--cache-dir", str(tmp_path / "cache"), path=[watch])
     try:
         seconds = _wait_for_text(log, "dropclass explore: no trained models found", proc, guard)
         assert "minutes" in log.read_text()
@@ -513,7 +507,7 @@ def _processes_with(text: str) -> list[int]:
 
 @pytest.mark.skipif(importlib.util.find_spec("voila") is None, reason="Voila is not installed")
 def test_explore_prints_its_url_soon_and_answers_alive(runs, tmp_path):
-    port, guard, limit = _free_port(), scaled(60), scaled(30)
+    port, guard, limit = free_port(), scaled(60), scaled(30)
     proc, log = _start_explore(tmp_path, port, "--baseline", str(runs["baseline"]), "--dropclass", str(runs["dropclass"]))
     try:
         seconds = _wait_for_text(log, f"is at http://localhost:{port}/", proc, guard)
@@ -594,7 +588,7 @@ def test_explore_in_a_browser(runs, tmp_path):
     assert max(changes.values()) > 0
     present = {CITYSCAPES.classes[c] for c in set(np.unique(mask.numpy()).tolist()) | set(np.unique(out).tolist()) if c < 19}
 
-    port, requests = _free_port(), []
+    port, requests = free_port(), []
     proc, log = _start_explore(tmp_path, port, "--baseline", str(runs["baseline"]), "--dropclass", str(runs["dropclass"]), "--length", "4")
     try:
         _wait_for_port(port, proc, log, scaled(120))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _shared import Stop, stop_at, weights
+from _shared import Stop, free_port, stop_at, weights
 import dropclass.data.io as io_module
 import dropclass.train as train_module
 from dropclass.cli import main as cli
@@ -312,7 +312,7 @@ def test_a_checkpoint_with_a_bad_header_is_one_line(state, message, tmp_path, ca
 def test_explore_checks_its_checkpoints_before_serving(tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"xx")
     one_line_error(["explore", "--baseline", str(tmp_path / "bad.pt"), "--dropclass", str(tmp_path / "bad.pt"), "--no-browser",
-                    "--port", "8799"], capsys, "is not a readable checkpoint")
+                    "--port", str(free_port())], capsys, "is not a readable checkpoint")
 
 
 # ------------------------------------------------------------------------------------------------ housekeeping
@@ -538,3 +538,24 @@ def test_repeated_seeds_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as e: cli(["compare", "--preset", "tiny", "--seeds", "0", "0", "--runs", str(tmp_path / "C")])
     assert e.value.code == 2  # argparse's usage error
     assert "--seeds must differ" in capsys.readouterr().err and not (tmp_path / "C").exists()
+
+
+def test_a_comparison_stopped_part_way_keeps_its_finished_seeds(tmp_path, monkeypatch):
+    import dropclass.experiments as ex
+    real, runs = ex.train_runs, tmp_path / "R"
+
+    def stop_at_seed_1(cfgs, *a, **k):
+        if any(name.startswith("seed1/") for name in cfgs): raise KeyboardInterrupt  # a stop while seed 1 trains
+        return real(cfgs, *a, **k)
+
+    monkeypatch.setattr(ex, "train_runs", stop_at_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        ex.compare_methods("tiny", [0, 1], runs, ["train_length=16", "eval_length=4", "max_iters=2"], jobs=2, bias_scenes=2,
+                           progress=False)
+    assert (runs / "seed0" / "dropclass" / "plain.json").is_file()  # seed 0 was read through h(A)...
+    assert "seed0" in json.loads((runs / "bias_2.json").read_text())  # ... and on I* before seed 1 started
+    for m in ("baseline", "dropclass"): (runs / "seed0" / m / "last.pt").unlink()  # its weights gone, as on a new machine
+    monkeypatch.setattr(ex, "train_runs", real)
+    result = ex.compare_methods("tiny", [0, 1], runs, ["train_length=16", "eval_length=4", "max_iters=2"], jobs=2,
+                                bias_scenes=2, progress=False)
+    assert set(result["per_seed"]) == {0, 1} and "I*" in result["per_seed"][0]
