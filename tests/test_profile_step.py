@@ -31,3 +31,16 @@ def test_tiny_profile(tmp_path):
     assert {f["variant"] for f in d["failed"]} == {"bad"} and "nosuch" in d["failed"][0]["error"]
     (pair,) = d["pairs"]
     assert set(pair["step_seconds"]) == {"baseline", "dropclass"} and pair["side_by_side_speedup"] > 0
+
+
+def test_blas_threads_benchmark_measures_both_ways_and_restores_the_limit(tmp_path):
+    import bench_blas_threads
+    import dropclass.data.synthetic as syn
+    today, out = syn.one_blas_thread, tmp_path / "blas.json"
+    assert bench_blas_threads.main(["--rounds", "1", "--steps", "2", "--size", "64x128", "--threads", "1", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert set(d["ways"]) == {"blas_default_threads", "one_blas_thread"} and d["machine"]["torch"]
+    for r in d["ways"].values(): assert r["steps"] == 1 and r["data_seconds_median"] > 0 and r["model_seconds_median"] > 0
+    assert d["data_ratio_default_over_one"] == pytest.approx(
+        d["ways"]["blas_default_threads"]["data_seconds_median"] / d["ways"]["one_blas_thread"]["data_seconds_median"], abs=0.01)
+    assert syn.one_blas_thread is today  # the script puts the library's limit back
