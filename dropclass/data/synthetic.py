@@ -71,8 +71,9 @@ _BLAS: list = []  # threadpoolctl's controller of numpy's BLAS, made on first us
 
 def one_blas_thread():
     """A context in which numpy's BLAS runs on one thread. A scene's matrix products are small, so a second BLAS thread
-    gains nothing, and after each product it spins for a while on the core that torch's threads need: with two torch
-    threads on two cores, a batch of scenes took about 2.8 times as long (`benchmarks/profile_step.py`)."""
+    gains nothing, and after each product it spins for a while on the core that torch's threads need: beside a two-thread
+    training step on two idle cores, drawing a batch took 1.12x as long with numpy's default (and 2.8x with another
+    training on the machine; `benchmarks/bench_blas_threads.py`)."""
     if not _BLAS:
         from threadpoolctl import ThreadpoolController
         _BLAS.append(ThreadpoolController())
