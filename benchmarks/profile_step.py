@@ -217,26 +217,36 @@ def main(argv=None) -> int:
                                   if r["step_over_bare"] else ""), flush=True)
         pairs = []
         for size in args.sizes if args.pairs else []:  # two trainings at once, one thread each, against one at a time on all threads
-            cases = {m: {"size": size, "method": m, "threads": 1, "iters": args.iters, "warmup": args.warmup, "settings": [],
-                         "folder": str(Path(tmp) / f"{size}-{m}-pair")} for m in ("baseline", "dropclass")}
-            for c in cases.values():
-                Path(c["folder"]).mkdir(parents=True)
-                stats = Path(tmp) / f"{size}.class_stats.json"
-                if stats.is_file(): (Path(c["folder"]) / "class_stats.json").write_bytes(stats.read_bytes())
-            procs = {m: _start(c, None) for m, c in cases.items()}
-            got = {m: _result(procs[m], cases[m]) for m in cases}
-            alone = {m: next((q for q in rows if q["size"] == size and q["method"] == m and q["variant"] == "today"
-                              and q["threads"] == max(args.threads)), None) for m in cases}
-            both_alone = sum(a["step_seconds"] for a in alone.values()) if all(alone.values()) else None
-            side = max(g["step_seconds"] for g in got.values())
-            pairs.append({"size": size, "side_by_side": got, "step_seconds": {m: g["step_seconds"] for m, g in got.items()},
-                          "one_at_a_time_threads": max(args.threads),
-                          "pair_seconds_per_iteration": {"side_by_side": round(side, 4),
-                                                         "one_at_a_time": None if both_alone is None else round(both_alone, 4)},
-                          "side_by_side_speedup": None if both_alone is None else round(both_alone / side, 3)})
-            print(f"{size:5s} side by side, one thread each: baseline {got['baseline']['step_seconds']:.3f} s, DropClass "
-                  f"{got['dropclass']['step_seconds']:.3f} s per step" + (f"; {pairs[-1]['side_by_side_speedup']:.2f} x the "
-                  f"pair one at a time on {max(args.threads)} threads" if both_alone else ""), flush=True)
+            for name, sets in variants.items():
+                if any(f["variant"] == name and f["size"] == size for f in failed): continue  # it failed alone already
+                cases = {m: {"size": size, "method": m, "threads": 1, "iters": args.iters, "warmup": args.warmup, "settings": sets,
+                             "folder": str(Path(tmp) / f"{size}-{m}-pair-{name}")} for m in ("baseline", "dropclass")}
+                for c in cases.values():
+                    Path(c["folder"]).mkdir(parents=True)
+                    stats = Path(tmp) / f"{size}.class_stats.json"
+                    if stats.is_file(): (Path(c["folder"]) / "class_stats.json").write_bytes(stats.read_bytes())
+                procs = {m: _start(c, None) for m, c in cases.items()}
+                try: got = {m: _result(procs[m], cases[m]) for m in cases}
+                except RuntimeError as e:
+                    for q in procs.values(): q.kill()
+                    failed.append({"size": size, "method": "pair", "threads": 1, "variant": name,
+                                   "error": str(e).strip().splitlines()[-1][:300]})
+                    continue
+                alone = {m: next((q for q in rows if q["size"] == size and q["method"] == m and q["variant"] == name
+                                  and q["threads"] == max(args.threads)), None) for m in cases}
+                both_alone = sum(a["step_seconds"] for a in alone.values()) if all(alone.values()) else None
+                side = max(g["step_seconds"] for g in got.values())
+                pairs.append({"size": size, "variant": name, "side_by_side": got,
+                              "step_seconds": {m: g["step_seconds"] for m, g in got.items()},
+                              "one_at_a_time_threads": max(args.threads),
+                              "pair_seconds_per_iteration": {"side_by_side": round(side, 4),
+                                                             "one_at_a_time": None if both_alone is None else round(both_alone, 4)},
+                              "side_by_side_speedup": None if both_alone is None else round(both_alone / side, 3)})
+                print(f"{size:5s} {name:10s} side by side, one thread each: baseline {got['baseline']['step_seconds']:.3f} s, "
+                      f"DropClass {got['dropclass']['step_seconds']:.3f} s per step (outside the model "
+                      f"{100 * got['baseline']['outside_model_share']:.1f} / {100 * got['dropclass']['outside_model_share']:.1f} %)"
+                      + (f"; {pairs[-1]['side_by_side_speedup']:.2f} x the pair one at a time on {max(args.threads)} threads"
+                         if both_alone else ""), flush=True)
     ratios = []
     for r in rows:
         if r["variant"] == "today": continue

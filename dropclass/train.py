@@ -528,8 +528,8 @@ class SeededAugment(Dataset):
     def __getitem__(self, key):
         e, pos, i = key
         image, mask = self.base[i]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(hash((self.seed, e, pos, i)) % (2**63 - 1))
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only: `torch.manual_seed` would also queue a
+            torch.random.default_generator.manual_seed(hash((self.seed, e, pos, i)) % (2**63 - 1))  # CUDA seed, with a stack trace, per element
             return self.transforms(image, mask)
 
 # %% ../nbs/21_train.ipynb #f7e00024

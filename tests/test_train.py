@@ -229,3 +229,24 @@ def test_a_torchvision_model_trains_without_dropclass(method, tmp_path):
     history = [e for e in run_history(tmp_path / method) if "ce" in e]
     assert history and all(math.isfinite(e["ce"]) for e in history)
     assert math.isfinite(metrics["splits"][cfg.val_split]["miou"])
+
+
+def test_augmentation_seeds_the_cpu_generator_only_with_the_draws_of_manual_seed(monkeypatch):
+    from dropclass.train import SeededAugment
+
+    class Pairs:
+        def __len__(self): return 4
+        def __getitem__(self, i): return torch.zeros(3, 2, 2), torch.zeros(2, 2)
+
+    def draw(image, mask): return torch.rand(6), torch.randint(0, 100, (3,))
+
+    def no_accelerator_seed(*a, **k): raise AssertionError("an accelerator's generator was seeded")
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", no_accelerator_seed)
+    before = torch.random.get_rng_state()
+    got = SeededAugment(Pairs(), draw, seed=3)[(1, 2, 3)]
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global stream is left where it was
+    monkeypatch.undo()
+    torch.manual_seed(hash((3, 1, 2, 3)) % (2**63 - 1))
+    want = draw(None, None)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert not torch.equal(SeededAugment(Pairs(), draw, seed=4)[(1, 2, 3)][0], got[0])
