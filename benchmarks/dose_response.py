@@ -69,6 +69,7 @@ def _train_seconds(run: Path) -> float | None:
 
 def summarise(metrics: dict, plain: dict, bias: dict | None, rare: list[str], classes: list[str]) -> dict:
     "The numbers of one dose: each model's mIoU and mIoU† per split, and the DropClass run's diagnostics."
+    from dropclass.diagnostics import read_diagnostics
     row = {}
     for split in metrics["baseline"]["splits"]:
         row[split] = {name: {k: round(100 * r[k], 2) for k in ("miou", "miou_dagger")}
@@ -77,15 +78,15 @@ def summarise(metrics: dict, plain: dict, bias: dict | None, rare: list[str], cl
     if bias is not None:
         row["I*"] = {name: {k: round(100 * bias[name][k], 2) for k in ("miou", "miou_dagger")}
                      for name in ("baseline", "dropclass", "dropclass_plain")}
-    d = metrics["dropclass"].get("diagnostics") or {}
-    per = d.get("suppression", {})
+    d = read_diagnostics(metrics["dropclass"].get("diagnostics")) or {}
+    per = d.get("still_predicted_per_class", {})
     recall = d.get("recall_before", {})
     rare_vals = [per[c] for c in rare if per.get(c) is not None]
     # relative to the recall with nothing dropped, over the rare classes that the drop branch predicts at all
     rare_rel = [per[c] / recall[c] for c in rare if per.get(c) is not None and (recall.get(c) or 0) > 0]
-    row["diagnostics"] = {"still_predicted": d.get("suppression_rate"), "still_predicted_class_mean": d.get("suppression_mean"),
+    row["diagnostics"] = {"still_predicted": d.get("still_predicted"), "still_predicted_class_mean": d.get("still_predicted_class_mean"),
                           "still_predicted_rare_mean": round(sum(rare_vals) / len(rare_vals), 5) if rare_vals else None,
-                          "still_predicted_relative": d.get("suppression_relative"),
+                          "still_predicted_relative": d.get("still_predicted_relative"),
                           "still_predicted_rare_relative": round(sum(rare_rel) / len(rare_rel), 5) if rare_rel else None,
                           "rare_predicted": len(rare_rel), "accuracy_drop": d.get("accuracy_drop"),
                           "accuracy_plain": d.get("accuracy_plain"), "agreement": d.get("agreement"),

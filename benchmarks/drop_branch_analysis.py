@@ -27,7 +27,7 @@ def analyse(folder: Path) -> dict:
     import torch
     from dropclass.core import DropClass
     from dropclass.data.balance import ClassStats
-    from dropclass.diagnostics import drop_dimming
+    from dropclass.diagnostics import drop_dimming, read_diagnostics
     from dropclass.losses import DropSchedule
     from dropclass.train import Dist, dataset_for, evaluate_split, labels_for, load_model, split_summary
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -44,9 +44,9 @@ def analyse(folder: Path) -> dict:
     model.inference = "plain"
     out["plain_reading"] = {s: read(split_summary(evaluate_split(model, cfg, s, torch.device("cpu"), Dist()), labels))
                             for s in metrics["splits"]}
-    d = metrics.get("diagnostics") or {}
-    out["diagnostics"] = {k: d.get(k) for k in ("suppression_rate", "suppression_mean", "agreement")}
-    out["still_predicted_when_dropped"] = {c: pct(d.get("suppression", {}).get(c)) for c in rare}
+    d = read_diagnostics(metrics.get("diagnostics")) or {}
+    out["diagnostics"] = {k: d.get(k) for k in ("still_predicted", "still_predicted_class_mean", "agreement")}
+    out["still_predicted_when_dropped"] = {c: pct(d.get("still_predicted_per_class", {}).get(c)) for c in rare}
     out["recall_nothing_dropped"] = {c: pct(d.get("recall_before", {}).get(c)) for c in rare}
     dim = drop_dimming(model)
     out["dimming"] = {"mean": round(float(dim.mean()), 4), **{c: round(float(dim[labels.classes.index(c)]), 4) for c in rare}}
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         key = f"{folder.parent.parent.name}/{folder.parent.name}/{folder.name}"
         result["runs"][key] = r = analyse(folder)
         print(f"{key}: val {r['splits']['val']['miou']}"
-              + (f", h(A) {r['plain_reading']['val']['miou']}, still predicted {r['diagnostics']['suppression_rate']}, "
+              + (f", h(A) {r['plain_reading']['val']['miou']}, still predicted {r['diagnostics']['still_predicted']}, "
                  f"dimming {r['dimming']['mean']}, drops per class {r['drops_per_class']}" if "dimming" in r else ""), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

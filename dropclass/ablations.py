@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 from .data.io import atomic_write_bytes
+from .diagnostics import read_diagnostics
 from .experiments import evaluate_run, train_runs
 from .metrics import paired_difference
 from .train import config_from
@@ -110,14 +111,14 @@ def ablation_markdown(summary: dict, seeds: list[int]) -> str:
         lines += ["", "Drop-branch diagnostics on val (mean ± std over seeds): the share of a dropped class's pixels still "
                   "predicted as it, and the agreement of h(A) with the drop branch.", "",
                   "| variant | still predicted when dropped | h(A) agrees with the drop branch |", "|---|---|---|"]
-        lines += [f"| {v} | {f(*d['suppression_rate'])} | {f(*d['agreement'])} |" for v, d in diag.items()]
+        lines += [f"| {v} | {f(*d['still_predicted'])} | {f(*d['agreement'])} |" for v, d in diag.items()]
     lines += ["", "Variants:", ""] + [f"- `{v}`: {ABLATIONS[v][0]}" for v in summary]
     return "\n".join(lines)
 
 # %% ../nbs/33_ablations.ipynb #7c670013
 def _diagnostics(cfg) -> dict | None:
     path = Path(cfg.out_dir) / "metrics.json"
-    return json.loads(path.read_text()).get("diagnostics") if path.is_file() else None
+    return read_diagnostics(json.loads(path.read_text()).get("diagnostics")) if path.is_file() else None
 
 
 def run_ablations(
@@ -146,7 +147,7 @@ def run_ablations(
     diagnostics = {v: {s: _diagnostics(ablation_config(v, s, runs, preset, overrides, progress)) for s in seeds} for v in variants}
     for v, per_seed in diagnostics.items():  # drop-branch diagnostics of the DropClass variants (notebook 24)
         rates = [d for d in per_seed.values() if d]
-        if rates: summary[v]["diagnostics"] = {k: _ms([d[k] for d in rates]) for k in ("suppression_rate", "agreement")}
+        if rates: summary[v]["diagnostics"] = {k: _ms([d[k] for d in rates]) for k in ("still_predicted", "agreement")}
     out = Path(out) if out else Path(runs) / "ablations.json"
     atomic_write_bytes(out, (json.dumps({"seeds": list(seeds), "preset": preset, "overrides": list(overrides),
                                          "summary": summary, "per_seed": results}, indent=2) + "\n").encode())

@@ -119,6 +119,7 @@ def _train(args) -> int:
 
 
 def _eval(args) -> int:
+    from dropclass.diagnostics import read_diagnostics
     from dropclass.experiments import evaluate_run
     from dropclass.train import config_from, labels_for, load_checkpoint
     from dataclasses import fields
@@ -141,10 +142,10 @@ def _eval(args) -> int:
         print(f"{split}: mIoU {100 * r['miou']:.1f}  mIoU-dagger {100 * r['miou_dagger']:.1f}  pixel accuracy {100 * r['pixel_accuracy']:.1f}")
         pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"
         print("  " + "  ".join(f"{labels.classes[c]} {pct(r['iou'][c])}" for c in labels.order()))
-        diag = r.get("diagnostics")
+        diag = read_diagnostics(r.get("diagnostics"))  # a cached reading may be older
         if diag is not None:
             print(f"  drop branch ({cfg.diag_length} scenes): a dropped class is still predicted on "
-                  f"{100 * diag['suppression_rate']:.1f} % of its pixels; h(A) and the drop branch agree on {100 * diag['agreement']:.1f} %")
+                  f"{100 * diag['still_predicted']:.1f} % of its pixels; h(A) and the drop branch agree on {100 * diag['agreement']:.1f} %")
     if args.json: Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "splits": results}, indent=2) + "\n")
     return 0
 

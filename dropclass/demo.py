@@ -18,7 +18,7 @@ from .plotting import label_legend, present_classes, show_labels
 from .data.transforms import denormalize, eval_transforms
 from .tables import comparison_table
 from .core import DropClass
-from .diagnostics import diagnostics_figure
+from .diagnostics import diagnostics_figure, read_diagnostics
 from .experiments import evaluate_run, run_history, train_runs
 from .train import config_from, dataset_for, labels_for, load_model, read_json
 
@@ -142,7 +142,7 @@ def write_report(
     models = {n: load_model(Path(run) / "last.pt")[0] for n, run in runs.items()}
     diagnostics, plain = {}, {}
     for n in names:
-        diag = results[n].get("diagnostics")
+        diag = read_diagnostics(results[n].get("diagnostics"))
         if diag is None: continue
         diagnostics[n] = diag
         files.append(_save(diagnostics_figure(diag, labels.classes, order=labels.order(),
@@ -176,13 +176,13 @@ def _markdown(summary, tables, files, cfg, names) -> str:
     for n, diag in summary.get("diagnostics", {}).items():
         lines += [f"## Drop-branch diagnostics ({n})", "",
                   f"On {diag['scenes']} {diag['split']} scenes: when a class is dropped in the drop branch, "
-                  f"**{100 * diag['suppression_rate']:.1f} %** of its pixels are still predicted as that class "
-                  f"({100 * diag['suppression_mean']:.1f} % on average over the classes; L_sup drives this towards 0). "
+                  f"**{100 * diag['still_predicted']:.1f} %** of its pixels are still predicted as that class "
+                  f"({100 * diag['still_predicted_class_mean']:.1f} % on average over the classes; L_sup drives this towards 0). "
                   f"h(A) and the drop branch with nothing dropped predict the same class on **{100 * diag['agreement']:.1f} %** "
                   "of the pixels.", ""]
-        shown = [c for c in diag["suppression"] if diag["suppression"][c] is not None]
+        shown = [c for c in diag["still_predicted_per_class"] if diag["still_predicted_per_class"][c] is not None]
         lines += ["| class | recall, nothing dropped | still predicted when dropped |", "|---|---|---|"]
-        lines += [f"| {c} | {100 * diag['recall_before'][c]:.1f} % | {100 * diag['suppression'][c]:.1f} % |" for c in shown] + [""]
+        lines += [f"| {c} | {100 * diag['recall_before'][c]:.1f} % | {100 * diag['still_predicted_per_class'][c]:.1f} % |" for c in shown] + [""]
     for n, reading in summary.get("plain_reading", {}).items():
         lines += [f"The same {n} weights read through h(A) (`inference=plain`) instead of the drop branch: "
                   + ", ".join(f"{s} mIoU {100 * r['miou']:.1f} (mIoU† {100 * r['miou_dagger']:.1f})" for s, r in reading.items())

@@ -15,7 +15,8 @@ from .core import DropClass
 from .conventions import IGNORE_INDEX, dtype_of, evaluating, unwrap, upsample_logits
 
 # %% auto #0
-__all__ = ['DropDiagnostics', 'batch_diagnostics', 'head_diagnostics', 'drop_diagnostics', 'drop_dimming', 'diagnostics_figure']
+__all__ = ['DropDiagnostics', 'read_diagnostics', 'batch_diagnostics', 'head_diagnostics', 'drop_diagnostics', 'drop_dimming',
+           'diagnostics_figure']
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90005
 @dataclass
@@ -38,8 +39,8 @@ class DropDiagnostics:
                                self.agree + other.agree, self.pixels + other.pixels, self.plain_right + other.plain_right)
 
     @property
-    def suppression(self) -> Tensor:
-        "(C,) share of each class's pixels still predicted as it when it is dropped (NaN for absent classes); 0 is full suppression."
+    def still_predicted_per_class(self) -> Tensor:
+        "(C,) share of each class's pixels still predicted as it when it is dropped (NaN for absent classes); 0: the drop fully suppresses it."
         return torch.where(self.gt > 0, self.kept.double() / self.gt.clamp(min=1), torch.full_like(self.gt, float("nan"), dtype=torch.float64))
 
     @property
@@ -48,17 +49,17 @@ class DropDiagnostics:
         return torch.where(self.gt > 0, self.before.double() / self.gt.clamp(min=1), torch.full_like(self.gt, float("nan"), dtype=torch.float64))
 
     @property
-    def suppression_rate(self) -> float:
+    def still_predicted(self) -> float:
         "Over all labelled pixels of every class: the share still predicted as their class when it is dropped."
         return int(self.kept.sum()) / max(int(self.gt.sum()), 1)
 
     @property
-    def suppression_mean(self) -> float:
-        "The per-class suppression rates averaged over the classes present (each class counts once)."
-        return float(torch.nanmean(self.suppression).item())
+    def still_predicted_class_mean(self) -> float:
+        "The per-class shares still predicted, averaged over the classes present (each class counts once)."
+        return float(torch.nanmean(self.still_predicted_per_class).item())
 
     @property
-    def suppression_relative(self) -> float:
+    def still_predicted_relative(self) -> float:
         """Over every class: the pixels still predicted as their class when it is dropped, per pixel the drop branch
         predicted as it with nothing dropped. A branch that stops predicting a class altogether is not suppressing it."""
         return int(self.kept.sum()) / max(int(self.before.sum()), 1)
@@ -79,13 +80,33 @@ class DropDiagnostics:
         return self.agree / max(self.pixels, 1)
 
     def to_dict(self, classes: list[str] | tuple[str, ...] | None = None) -> dict:
-        "JSON-ready summary: the overall numbers and, per class, the suppression rate and the recall before the drop."
+        "JSON-ready summary: the overall numbers and, per class, the share still predicted when dropped and the recall before the drop."
         names = list(classes) if classes is not None else [str(c) for c in range(len(self.gt))]
         per = lambda t: {n: (None if v != v else round(float(v), 5)) for n, v in zip(names, t.tolist())}
-        return {"suppression_rate": round(self.suppression_rate, 5), "suppression_mean": round(self.suppression_mean, 5),
-                "suppression_relative": round(self.suppression_relative, 5), "agreement": round(self.agreement, 5),
+        return {"still_predicted": round(self.still_predicted, 5), "still_predicted_class_mean": round(self.still_predicted_class_mean, 5),
+                "still_predicted_relative": round(self.still_predicted_relative, 5), "agreement": round(self.agreement, 5),
                 "accuracy_drop": round(self.accuracy_drop, 5), "accuracy_plain": round(self.accuracy_plain, 5), "pixels": self.pixels,
-                "suppression": per(self.suppression), "recall_before": per(self.recall_before)}
+                "still_predicted_per_class": per(self.still_predicted_per_class), "recall_before": per(self.recall_before)}
+
+# %% ../nbs/24_diagnostics.ipynb #2304d8cc
+_OLD_NAMES = {"suppression_rate": "still_predicted", "suppression_mean": "still_predicted_class_mean",
+              "suppression_relative": "still_predicted_relative"}  # the keys of files written before the rename
+
+
+def read_diagnostics(
+    d: dict | None,  # a `to_dict` summary or a history entry, as read from a file (None passes through)
+) -> dict | None:  # the same with today's key names
+    """A diagnostics summary (metrics.json, a comparison's JSON) or a history entry with today's names, whenever it was
+    written: the older files called the share still predicted "suppression" (`suppression_rate`, `suppression_mean`,
+    `suppression_relative`, and `suppression` for both the per-class shares and the history's overall number)."""
+    if d is None: return None
+    out = {}
+    for k, v in d.items():
+        if k == "suppression": k = "still_predicted_per_class" if isinstance(v, dict) else "still_predicted"
+        k = _OLD_NAMES.get(k, k)
+        if k not in out or k in d: out[k] = v  # a key written under today's name wins over its old one
+    return out
+
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90007
 @torch.no_grad()
@@ -95,7 +116,7 @@ def batch_diagnostics(
     labels: Tensor,  # (B, H, W) class indices, `ignore_index` for unlabelled pixels
     ignore_index: int = IGNORE_INDEX,
 ) -> DropDiagnostics:
-    "The drop-branch diagnostics of one batch: suppression of every class present, and branch agreement."
+    "The drop-branch diagnostics of one batch: how much of every class present is still predicted when it is dropped, and branch agreement."
     if not isinstance(model, DropClass): raise TypeError(f"diagnostics need a DropClass model, got {type(model).__name__}")
     return head_diagnostics(model, model.features(images), images, labels, ignore_index)
 
@@ -172,12 +193,13 @@ def diagnostics_figure(
     from matplotlib.figure import Figure
     order = list(order) if order is not None else list(range(len(classes)))
     if isinstance(diag, dict):
+        diag = read_diagnostics(diag)  # a file written before the rename reads the same
         arr = lambda key: np.array([np.nan if diag[key][c] is None else diag[key][c] for c in classes], np.float64)
-        before, after = 100 * arr("recall_before"), 100 * arr("suppression")
-        rate, agreement = diag["suppression_rate"], diag["agreement"]
+        before, after = 100 * arr("recall_before"), 100 * arr("still_predicted_per_class")
+        rate, agreement = diag["still_predicted"], diag["agreement"]
     else:
-        before, after = 100 * diag.recall_before.numpy(), 100 * diag.suppression.numpy()
-        rate, agreement = diag.suppression_rate, diag.agreement
+        before, after = 100 * diag.recall_before.numpy(), 100 * diag.still_predicted_per_class.numpy()
+        rate, agreement = diag.still_predicted, diag.agreement
     fig = Figure(figsize=(max(4.0, 0.42 * len(order) + 1.5), 2.8))
     ax = fig.subplots()
     ax.bar(range(len(order)), before[order], color="#9ab", label="recall, nothing dropped")

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .core import DROPCLASS_OPTIONS, DropClass
 from .data.io import atomic_write_bytes
+from .diagnostics import read_diagnostics
 from .machine import machine_info, machine_line
 from .metrics import miou, paired_difference
 from .train import (Dist, TrainConfig, config_from, dataset_for, diagnose_split, evaluate_split, labels_for,
@@ -311,7 +312,7 @@ def compare_methods(
                                  cache=runs / f"seed{s}" / "dropclass" / "plain.json")
             per_seed[s] = {sp: {"baseline": m["baseline"]["splits"][sp], "dropclass": m["dropclass"]["splits"][sp],
                                 "dropclass_plain": plain[sp]} for sp in splits}
-            diagnostics[s] = m["dropclass"].get("diagnostics")
+            diagnostics[s] = read_diagnostics(m["dropclass"].get("diagnostics"))
         if bias_scenes > 0:
             bias = _bias(runs, list(group), bias_scenes)
             for s in group: per_seed[s]["I*"] = bias[f"seed{s}"]
@@ -352,12 +353,12 @@ def comparison_markdown(result: dict, labels, meta: dict) -> str:
                          f"{ms(b['other'])} | {ci(b)} | {b['wins']}/{b['n']} |")
         lines.append("")
     lines += ["## Drop-branch diagnostics (val, DropClass runs)", "",
-              "Suppression: share of a class's pixels still predicted as that class when it is dropped (0 = fully "
+              "Still predicted: share of a class's pixels still predicted as that class when it is dropped (0 = fully "
               "suppressed). Agreement: share of pixels where h(A) and the drop branch with nothing dropped agree.", "",
-              "| seed | suppression (pixels) | suppression (mean over classes) | agreement |", "|---|---|---|---|"]
+              "| seed | still predicted (pixels) | still predicted (mean over classes) | agreement |", "|---|---|---|---|"]
     for s in seeds:
         dg = diagnostics.get(s)
-        if dg: lines.append(f"| {s} | {100 * dg['suppression_rate']:.1f} % | {100 * dg['suppression_mean']:.1f} % | {100 * dg['agreement']:.1f} % |")
+        if dg: lines.append(f"| {s} | {100 * dg['still_predicted']:.1f} % | {100 * dg['still_predicted_class_mean']:.1f} % | {100 * dg['agreement']:.1f} % |")
     lines += ["", "## Per seed (mIoU %)", "", "| seed | split | baseline | DropClass (drop branch) | DropClass (h(A)) |", "|---|---|---|---|---|"]
     for s in seeds:
         for split, r in per_seed[s].items():

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .core import DropClass
 from .data.labels import CITYSCAPES, LabelSet, colorize
+from .diagnostics import read_diagnostics
 from .plotting import display_labels, present_classes
 from .data.transforms import denormalize, eval_transforms
 from .importance import gradcam, importance_scores, region_weights
@@ -258,7 +259,7 @@ class ClassDropExplorer:
             w.observe(self._changed, names="value")
         html = lambda value="": W.HTML(value, tooltip="")  # a tooltip of None would show as "null" on hover
         self.status, self.legend, self.readout = html(), html(), html()
-        self.legend.add_class("dropclass-legend"); self.readout.add_class("dropclass-suppression")
+        self.legend.add_class("dropclass-legend"); self.readout.add_class("dropclass-still-predicted")
         self.log = W.Output(layout={"max_height": "160px", "overflow": "auto"})  # gets a red border while it shows an error
         self.log.add_class("dropclass-log")
         self._build_figures()
@@ -575,7 +576,7 @@ def _captions(self: ClassDropExplorer, st, s, has_drop, titles: dict[str, tuple[
 
 @patch
 def _readout(self: ClassDropExplorer, st, s, has_drop) -> str:
-    "Suppression at a glance: in this scene, and over the model's val split when training measured it."
+    "How much of the dropped class is still predicted, at a glance: in this scene, and over the model's val split when training measured it."
     e, z = html.escape, st["drop"]
     if not has_drop: return (f"<b>{e(st['model'])}</b> has no drop branch, so there is nothing to suppress: switch to a "
                              "DropClass model to drop a class.")
@@ -583,18 +584,18 @@ def _readout(self: ClassDropExplorer, st, s, has_drop) -> str:
     if z is None:
         text = "Nothing dropped. Choose a class to drop; the classes marked <i>(in scene)</i> are in this image."
         if diag: text += (f" Over {diag['scenes']} {e(diag['split'])} scenes, a dropped class is still predicted on "
-                          f"{100 * diag['suppression_rate']:.0f}% of its pixels (0% would be full suppression).")
+                          f"{100 * diag['still_predicted']:.0f}% of its pixels (0% would be full suppression).")
         return text
-    if s.still_predicted is None: text = f"<b>Suppression of {e(z)}</b>: not predicted in this scene; drop a class marked <i>(in scene)</i>."
+    if s.still_predicted is None: text = f"<b>{e(z)} dropped:</b> not predicted in this scene; drop a class marked <i>(in scene)</i>."
     else:
         n = int((s.output_prediction == s.dropped).sum())
-        text = (f"<b>Suppression of {e(z)}</b>: in this scene {100 * s.still_predicted:.0f}% of the {n} pixels predicted "
+        text = (f"<b>{e(z)} dropped:</b> in this scene {100 * s.still_predicted:.0f}% of the {n} pixels predicted "
                 f"{e(z)} are still {e(z)} with it dropped (0% would be full suppression).")
     if diag:
-        per_class = (diag.get("suppression") or {}).get(z)
+        per_class = (diag.get("still_predicted_per_class") or {}).get(z)
         text += (f" Over {diag['scenes']} {e(diag['split'])} scenes: {e(z)} "
                  + (f"{100 * per_class:.0f}%" if per_class is not None else "not measured")
-                 + f", all classes {100 * diag['suppression_rate']:.0f}%.")
+                 + f", all classes {100 * diag['still_predicted']:.0f}%.")
     return text
 
 
@@ -642,6 +643,6 @@ def from_checkpoints(
     ex = cls({name: m for name, (m, _) in loaded.items()}, explorer_dataset(cfg, split, length), **kwargs)
     for name, path in checkpoints.items():  # the drop-branch diagnostics that training measured (metrics.json beside it)
         metrics = Path(path).parent / "metrics.json"
-        if metrics.is_file(): ex.run_diagnostics[name] = json.loads(metrics.read_text()).get("diagnostics")
+        if metrics.is_file(): ex.run_diagnostics[name] = read_diagnostics(json.loads(metrics.read_text()).get("diagnostics"))
     if ex.run_diagnostics: ex._update()  # redraw the readout with them
     return ex

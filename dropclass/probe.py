@@ -163,12 +163,12 @@ def measure_head(
             A = val.A[i:i + batch_size].to(dev, dtype)
             labels = val.labels[i:i + batch_size].to(dev)
             d = d + head_diagnostics(head, A, _stand_in(A, labels), labels, val.ignore_index)
-    per = d.suppression
+    per = d.still_predicted_per_class
     rare_rates = [float(per[c]) for c in rare if not math.isnan(float(per[c]))]
     dim = drop_dimming(head) if head.importance == "weight" else None
-    return {"still_predicted": d.suppression_rate, "still_predicted_class_mean": d.suppression_mean,
+    return {"still_predicted": d.still_predicted, "still_predicted_class_mean": d.still_predicted_class_mean,
             "still_predicted_rare_mean": sum(rare_rates) / len(rare_rates) if rare_rates else None,
-            "still_predicted_relative": d.suppression_relative,
+            "still_predicted_relative": d.still_predicted_relative,
             "dimming": float(dim.mean()) if dim is not None else None,
             "accuracy_drop": d.accuracy_drop, "accuracy_plain": d.accuracy_plain, "agreement": d.agreement,
             "per_class": {"still_predicted": [None if math.isnan(v) else round(v, 5) for v in per.tolist()],

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .adapters import FeaturesClassifier, convert_head_to_1x1
 from .conventions import IGNORE_INDEX, check_type, logits_of, setting, unwrap
 from .core import DROPCLASS_OPTIONS, DropClass
-from .diagnostics import drop_diagnostics
+from .diagnostics import drop_diagnostics, read_diagnostics
 from .data.balance import (ClassStats, HRNET_CITYSCAPES_WEIGHTS, RepeatFactorSampler, class_statistics,
                                     hrnet_weights, median_frequency_weights, repeat_class_indices, repeat_factors)
 from .data.datasets import DATASET_INFO, dataset_info, open_dataset
@@ -133,7 +133,7 @@ class TrainConfig:
     compile: bool = setting(False)  # torch.compile the model (CUDA; slow to start, faster per step)
     seed: int = setting(0, low=0, high=2**32 - 1)  # seeds the weights, the data order, the augmentation and the dropped classes
     eval_every: int = setting(0, low=0)  # evaluate on the val split every this many iterations and keep the best (0: only at the end)
-    diag_length: int = setting(64, low=0)  # val scenes for the drop-branch diagnostics at every evaluation (suppression, branch agreement; DropClass only; 0: none)
+    diag_length: int = setting(64, low=0)  # val scenes for the drop-branch diagnostics at every evaluation (share of a dropped class still predicted, branch agreement; DropClass only; 0: none)
     ckpt_every: int = setting(100, low=1)  # write the resumable checkpoint every this many iterations
     log_every: int = setting(10, low=1)  # log the loss every this many iterations
     out_dir: str = setting("runs/train", rule=lambda v: None if v.strip() else "must name a folder (an empty one would write the run into the current folder)")  # checkpoints, logs and metrics go here
@@ -848,7 +848,7 @@ def _evaluate_during_training(run: Run, step: int, callbacks=()):
         run.best = {"miou": miou, "step": step}
         run.checkpoint(step, run.out / "best.pt")
     entry = {"step": step, "val_miou": miou}
-    if diag is not None: entry.update(suppression=round(diag.suppression_rate, 5), agreement=round(diag.agreement, 5))
+    if diag is not None: entry.update(still_predicted=round(diag.still_predicted, 5), agreement=round(diag.agreement, 5))
     run.log(entry, callbacks)
 
 
@@ -891,7 +891,7 @@ def finish_run(run: Run) -> dict:
     diag = diagnose_split(run.model, cfg, cfg.val_split, run.device, d)
     if diag is not None:
         metrics["diagnostics"] = {"split": cfg.val_split, "scenes": cfg.diag_length, **diag.to_dict(run.labels.classes)}
-        run.log({"step": cfg.max_iters, "suppression": round(diag.suppression_rate, 5), "agreement": round(diag.agreement, 5)})
+        run.log({"step": cfg.max_iters, "still_predicted": round(diag.still_predicted, 5), "agreement": round(diag.agreement, 5)})
     if d.main: atomic_write_bytes(run.out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
     return metrics
 
@@ -952,7 +952,7 @@ def read_history(path: Path) -> list[dict]:
     lines = [l for l in path.read_text().splitlines() if l.strip()]
     out = []
     for k, line in enumerate(lines, 1):
-        try: out.append(json.loads(line))
+        try: out.append(read_diagnostics(json.loads(line)))  # older runs logged the share still predicted as "suppression"
         except json.JSONDecodeError as e:
             if k == len(lines): break  # cut short while it was written
             raise ValueError(f"{path}, line {k}, is not JSON ({e}); remove that line, or the file to lose the run's log") from None

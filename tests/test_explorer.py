@@ -211,7 +211,7 @@ def test_widget_state_and_panels(explorer, data):
     assert ex.panels["changed"].any()
     changed = {p for p in before if ex.views[p].value != before[p]}
     assert {"drop", "changed", "bars"} <= changed and not changed & {"scene", "output", "plain", "class_map", "gradcam"}
-    assert f"Suppression of {CITYSCAPES.classes[z]}" in ex.readout.value and "% of the" in ex.readout.value
+    assert f"{CITYSCAPES.classes[z]} dropped:" in ex.readout.value and "% of the" in ex.readout.value
     ex.set(image=3, drop="rider", inspect="person")
     assert ex.state == {"image": 3, "drop": "rider", "inspect": "person", "model": "DropClass"}
     np.testing.assert_array_equal(ex.panels["ground_truth"], data[3][1].numpy())
@@ -529,7 +529,7 @@ from dropclass.explorer import ClassDropExplorer
 ex = ClassDropExplorer.from_checkpoints({{"baseline": {str(runs["baseline"])!r}, "DropClass": {str(runs["dropclass"])!r}}}, length=4)
 ex.set(image=1, drop="road", inspect="car")
 print(json.dumps({{"state": ex.state, "model": ex.state["model"], "changed": int(ex.panels["changed"].sum()),
-                  "shape": list(ex.panels["output"].shape), "error": ex.error, "readout": "Suppression of road" in ex.readout.value}}))
+                  "shape": list(ex.panels["output"].shape), "error": ex.error, "readout": "road dropped:" in ex.readout.value}}))
 ex"""
     keys = """
 drawn = ex.updates
@@ -610,8 +610,8 @@ def test_explore_in_a_browser(runs, tmp_path):
                                        timeout=ms(60))  # each update sends a new <img>
                 caption = page.locator(".dropclass-changed-caption").inner_text()
                 assert re.search(r"^[1-9]\d* pixels", caption.strip()), f"the changed-pixel map is empty: {caption!r}"
-                readout = page.locator(".dropclass-suppression").inner_text()
-                assert f"Suppression of {z}" in readout and "% of the" in readout, readout
+                readout = page.locator(".dropclass-still-predicted").inner_text()
+                assert f"{z} dropped:" in readout and "% of the" in readout, readout
                 legend = page.locator(".dropclass-legend").inner_text()
                 listed = set(re.findall(r"([a-z][a-z ]*?) \((?:ground truth|predicted)", legend))
                 assert present <= {name.strip() for name in listed}, (present, legend)

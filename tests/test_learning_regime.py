@@ -134,8 +134,8 @@ def test_diagnostics_by_hand():
     x = F.one_hot(y.clamp(max=2), 3).permute(0, 3, 1, 2).float()
     d = batch_diagnostics(_onehot_toy(), x, y)
     assert d.gt.tolist() == [3, 4, 4] and d.kept.tolist() == [3, 0, 0] and d.before.tolist() == [3, 4, 4]
-    assert d.agreement == 1.0 and math.isclose(d.suppression_rate, 3 / 11)
-    assert d.plain_right == 11 and d.accuracy_plain == d.accuracy_drop == 1.0 and math.isclose(d.suppression_relative, 3 / 11)
+    assert d.agreement == 1.0 and math.isclose(d.still_predicted, 3 / 11)
+    assert d.plain_right == 11 and d.accuracy_plain == d.accuracy_drop == 1.0 and math.isclose(d.still_predicted_relative, 3 / 11)
     d2 = batch_diagnostics(_onehot_toy(bias=torch.tensor([-1e-3, 0.0, 0.0])), x, y)
     assert d2.kept.tolist() == [0, 4, 0]  # zero features: the bias decides, and the tie of classes 1 and 2 falls on 1
 
@@ -162,10 +162,10 @@ def test_diagnostics_match_a_loop_over_the_training_api():
             assert int(d.before[z]) == int(((drop == z) & (y == z)).sum())
     assert drop_diagnostics(model.model, [(x, y)]) is None
     assert not model.training
-    assert math.isclose(d.suppression_relative, int(d.kept.sum()) / int(d.before.sum()))
+    assert math.isclose(d.still_predicted_relative, int(d.kept.sum()) / int(d.before.sum()))
     summary = d.to_dict(["a", "b", "c", "d"])
-    assert summary["accuracy_drop"] == round(d.accuracy_drop, 5) and summary["suppression_relative"] == round(d.suppression_relative, 5)
-    assert set(summary["suppression"]) == {"a", "b", "c", "d"} and 0 <= summary["agreement"] <= 1
+    assert summary["accuracy_drop"] == round(d.accuracy_drop, 5) and summary["still_predicted_relative"] == round(d.still_predicted_relative, 5)
+    assert set(summary["still_predicted_per_class"]) == {"a", "b", "c", "d"} and 0 <= summary["agreement"] <= 1
 
 
 def test_head_is_the_prediction():
@@ -183,10 +183,10 @@ def test_head_is_the_prediction():
 def test_training_logs_and_reports_diagnostics(tmp_path):
     metrics = train(config_from("tiny", {"out_dir": str(tmp_path), "eval_every": 3, "diag_length": 4}))
     hist = [json.loads(l) for l in (tmp_path / "history.jsonl").read_text().splitlines()]
-    assert any("suppression" in e and "agreement" in e and "val_miou" in e for e in hist)
+    assert any("still_predicted" in e and "agreement" in e and "val_miou" in e for e in hist)
     assert all({"ce", "ce_drop", "sup"} <= set(e) for e in hist if "lr" in e)
     diag = metrics["diagnostics"]
-    assert diag["split"] == "val" and diag["scenes"] == 4 and 0 <= diag["suppression_rate"] <= 1
+    assert diag["split"] == "val" and diag["scenes"] == 4 and 0 <= diag["still_predicted"] <= 1
     base = train(config_from("tiny", {"out_dir": str(tmp_path / "b"), "method": "baseline"}))
     assert "diagnostics" not in base
 
@@ -300,5 +300,27 @@ def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):
         ex.set(**change)
         assert ex.error is None, (change, ex.error)
     ex.set(model="DropClass", drop="road")
-    assert "Suppression of road" in ex.readout.value and "Over 4 val scenes" in ex.readout.value  # the run's diagnostics
+    assert "road dropped:" in ex.readout.value and "Over 4 val scenes" in ex.readout.value  # the run's diagnostics
     assert "road" in ex.captions["bars"].value and "<b>road</b> dropped" in ex.captions["drop"].value
+
+
+def test_files_written_before_the_rename_read_with_todays_names(tmp_path):
+    "metrics.json and history.jsonl of older runs named the share still predicted 'suppression': every reader maps it."
+    from types import SimpleNamespace
+    from dropclass.ablations import _diagnostics
+    from dropclass.diagnostics import diagnostics_figure, read_diagnostics
+    from dropclass.train import read_history
+    d = DropDiagnostics(torch.tensor([4, 2]), torch.tensor([1, 0]), torch.tensor([4, 1]), agree=5, pixels=6, plain_right=5)
+    new = {"split": "val", "scenes": 2, **d.to_dict(["a", "b"])}
+    old = {**{k: v for k, v in new.items() if not k.startswith("still_predicted")}, "suppression_rate": new["still_predicted"],
+           "suppression_mean": new["still_predicted_class_mean"], "suppression_relative": new["still_predicted_relative"],
+           "suppression": new["still_predicted_per_class"]}  # the keys as older runs wrote them
+    assert "suppression_rate" in old and "suppression_mean" in old and "suppression" in old and "still_predicted" not in old
+    assert read_diagnostics(old) == new
+    (tmp_path / "metrics.json").write_text(json.dumps({"diagnostics": old}))
+    assert _diagnostics(SimpleNamespace(out_dir=str(tmp_path))) == new
+    (tmp_path / "history.jsonl").write_text(json.dumps({"step": 4, "val_miou": 0.5, "suppression": 0.25}) + "\n")
+    assert read_history(tmp_path / "history.jsonl") == [{"step": 4, "val_miou": 0.5, "still_predicted": 0.25}]
+    fig_old, fig_new = diagnostics_figure(old, ["a", "b"]), diagnostics_figure(d, ["a", "b"])
+    assert fig_old.axes[0].get_title() == fig_new.axes[0].get_title()
+    assert fig_old.axes[0].lines[0].get_ydata().tolist() == fig_new.axes[0].lines[0].get_ydata().tolist() == [25.0, 0.0]
