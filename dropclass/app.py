@@ -25,10 +25,11 @@ EXPLORER_OVERRIDES: dict = {}  # settings that differ from the preset (none: the
 DEMO_DIR = Path("runs/demo")  # where `dropclass demo` writes its runs
 MODEL_NAMES = {"baseline": "baseline", "dropclass": "DropClass"}  # method -> name shown in the explorer
 FIRST_USE_MINUTES = 6  # training the demo's pair side by side on two CPU cores (benchmarks/results/demo_time.json)
-BITE_PRESET = "bite"  # a third default model: DropClass trained with a class dropped in almost every batch (notebook 28)
-BITE_NAME = "DropClass (bite preset)"  # its name in the explorer, beside the demo's DropClass
-BITE_DIR = "dropclass_bite"  # its folder in the cache
-BITE_MINUTES = 35  # its training took 2,077 s beside a baseline on a 2-core Intel Xeon (benchmarks/results/dose_response.json)
+BITE_PRESET = "bite-group"  # a third default model: DropClass with a class dropped in almost every batch and GroupNorm
+                             # after the compensating layer, where a dropped class is really suppressed (notebook 28)
+BITE_NAME = "DropClass (bite-group preset)"  # its name in the explorer, beside the demo's DropClass
+BITE_DIR = "dropclass_bite_group"  # its folder in the cache
+BITE_MINUTES = 46  # its training took 2,728 s beside a baseline on a 2-core Intel Xeon (benchmarks/results/dose_runs_group/iters6810/seed0/dropclass/history.jsonl)
 
 
 def default_cache_dir() -> Path:
@@ -79,7 +80,7 @@ def default_checkpoints(
     bite: bool = True,  # add the DropClass model of `BITE_PRESET`, trained once into the cache
 ) -> dict[str, Path]:  # model name -> checkpoint
     """The demo's baseline and DropClass checkpoints (those of a finished `dropclass demo`, else trained once into the
-    cache) and, with `bite`, a DropClass model of the `bite` preset, in which the drop has had about 24 times the practice."""
+    cache) and, with `bite`, a DropClass model of `BITE_PRESET`, in which the drop has had about 24 times the practice."""
     from dropclass.experiments import train_runs
     from dropclass.train import config_from
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -104,10 +105,10 @@ def default_explorer(
     checkpoints: dict[str, str | Path] | None = None,  # name -> checkpoint, instead of the default pair
     progress: bool = True,  # progress bars while training
     overrides: dict | None = None,  # further settings of the default models (see `default_checkpoints`)
-    bite: bool = True,  # the default models include the `bite` preset's DropClass model
+    bite: bool = True,  # the default models include the DropClass model of `BITE_PRESET`
     **kwargs,  # passed on to `ClassDropExplorer.from_checkpoints` (split, length, device, ...)
 ) -> ClassDropExplorer:
-    "The explorer of given checkpoints, or of the default models (the demo's pair and the `bite` model, trained on first use)."
+    "The explorer of given checkpoints, or of the default models (the demo's pair and the `BITE_PRESET` model, trained on first use)."
     from dropclass.explorer import ClassDropExplorer
     return ClassDropExplorer.from_checkpoints(checkpoints or default_checkpoints(cache_dir, progress, overrides, bite=bite), **kwargs)
 
@@ -220,7 +221,7 @@ def serve(
     cache_dir: str | Path | None = None,  # cache of the default pair
     split: str | None = None,  # split to explore (default: the val split)
     length: int = 100,  # number of synthetic scenes
-    bite: bool = True,  # the default models include the `bite` preset's DropClass model (without checkpoints)
+    bite: bool = True,  # the default models include the DropClass model of `BITE_PRESET` (without checkpoints)
 ) -> None:
     "Serve the explorer with Voila on http://localhost:PORT/ until interrupted; says first what it will do and how long it takes."
     if length < 1: raise ValueError(f"length must be at least 1 scene to explore, got {length}")

@@ -79,15 +79,15 @@ def _parser() -> argparse.ArgumentParser:
                                    "an image, a class to drop and a class to inspect, and compare a baseline with a DropClass "
                                    "model. Without checkpoints, it opens on the models of a finished `dropclass demo` in runs/demo, "
                                    "or trains the same pair once (about six minutes on two CPU cores; it says so "
-                                   "before it starts) and caches it, beside a DropClass model of the `bite` preset, in which "
+                                   "before it starts) and caches it, beside a DropClass model of the `bite-group` preset, in which "
                                    "each class has been dropped about 24 times as often (trained once too; --no-bite "
                                    "skips it). Needs Voila: "
                                    "pip install \"dropclass[explore]\".")
     x.add_argument("--baseline", default=None, metavar="CKPT", help="checkpoint of a baseline model (written by dropclass train)")
     x.add_argument("--dropclass", default=None, metavar="CKPT", help="checkpoint of a DropClass model")
     x.add_argument("--bite", default=None, metavar="CKPT", help="checkpoint of a second DropClass model, shown beside the first "
-                   "(e.g. a run of the bite preset)")
-    x.add_argument("--no-bite", action="store_true", help="without checkpoints: the demo's pair only, no bite-preset model")
+                   "(e.g. a run of the bite-group preset)")
+    x.add_argument("--no-bite", action="store_true", help="without checkpoints: the demo's pair only, no bite-group model")
     x.add_argument("--port", type=int, default=8866, help="port on localhost (default: 8866)")
     x.add_argument("--no-browser", action="store_true", help="do not open a browser; just print the URL")
     x.add_argument("--split", default=None, help="split to explore (default: the models' val split)")
