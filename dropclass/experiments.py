@@ -184,14 +184,16 @@ def train_runs(
     cfgs: dict[str, TrainConfig],  # run name -> its config (each with its own out_dir)
     jobs: int | None = None,  # trainings at a time; None: `default_jobs()`
     progress: bool = True,
+    prepared: bool = False,  # the caller has already run `check_reusable` and `share_class_stats` on these runs (or more)
 ) -> dict[str, dict]:  # run name -> its metrics.json
     "Train (or resume, or skip when finished) a set of runs that share their class statistics, `jobs` at a time."
     jobs = default_jobs() if jobs is None else jobs
     if jobs < 1: raise ValueError(f"jobs must be at least 1, got {jobs}")
     folders = [Path(c.out_dir).resolve() for c in cfgs.values()]
     if len(set(folders)) != len(folders): raise ValueError("every run of a set needs its own out_dir")
-    check_reusable(cfgs)  # before anything trains
-    share_class_stats(cfgs)
+    if not prepared:
+        check_reusable(cfgs)  # before anything trains
+        share_class_stats(cfgs)
     todo = {n: c for n, c in cfgs.items() if not (Path(c.out_dir) / "metrics.json").is_file()}
     if jobs > 1 and len(todo) > 1: _side_by_side(todo, progress, jobs)
     else:
@@ -304,7 +306,7 @@ def compare_methods(
         # seed by seed: each seed is read through both branches and on I* as soon as its runs are trained, so that a
         # study stopped part way keeps every finished seed in its caches (plain.json, bias_<scenes>.json)
         group = seeds[k:k + per_group]
-        metrics.update(train_runs({f"seed{s}/{m}": cfgs[(s, m)] for s in group for m in METHODS}, jobs, progress))
+        metrics.update(train_runs({f"seed{s}/{m}": cfgs[(s, m)] for s in group for m in METHODS}, jobs, progress, prepared=True))
         for s in group:
             m = {meth: metrics[f"seed{s}/{meth}"] for meth in METHODS}
             splits = list(m["baseline"]["splits"])

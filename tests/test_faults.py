@@ -556,6 +556,9 @@ def test_a_comparison_stopped_part_way_keeps_its_finished_seeds(tmp_path, monkey
     assert "seed0" in json.loads((runs / "bias_2.json").read_text())  # ... and on I* before seed 1 started
     for m in ("baseline", "dropclass"): (runs / "seed0" / m / "last.pt").unlink()  # its weights gone, as on a new machine
     monkeypatch.setattr(ex, "train_runs", real)
+    checked, check = [], ex.check_reusable
+    monkeypatch.setattr(ex, "check_reusable", lambda cfgs: (checked.append(sorted(cfgs)), check(cfgs))[1])
     result = ex.compare_methods("tiny", [0, 1], runs, ["train_length=16", "eval_length=4", "max_iters=2"], jobs=2,
                                 bias_scenes=2, progress=False)
     assert set(result["per_seed"]) == {0, 1} and "I*" in result["per_seed"][0]
+    assert checked == [["seed0/baseline", "seed0/dropclass", "seed1/baseline", "seed1/dropclass"]]  # once, every seed, up front
