@@ -88,7 +88,7 @@ class DropDiagnostics:
                 "accuracy_drop": round(self.accuracy_drop, 5), "accuracy_plain": round(self.accuracy_plain, 5), "pixels": self.pixels,
                 "still_predicted_per_class": per(self.still_predicted_per_class), "recall_before": per(self.recall_before)}
 
-# %% ../nbs/24_diagnostics.ipynb #2304d8cc
+# %% ../nbs/24_diagnostics.ipynb #c03b88ab
 _OLD_NAMES = {"suppression_rate": "still_predicted", "suppression_mean": "still_predicted_class_mean",
               "suppression_relative": "still_predicted_relative"}  # the keys of files written before the rename
 
