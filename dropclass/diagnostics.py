@@ -16,7 +16,7 @@ from .conventions import IGNORE_INDEX, dtype_of, evaluating, unwrap, upsample_lo
 
 # %% auto #0
 __all__ = ['DropDiagnostics', 'read_diagnostics', 'batch_diagnostics', 'head_diagnostics', 'drop_diagnostics', 'drop_dimming',
-           'diagnostics_figure']
+           'shared_positive_weight', 'diagnostics_figure']
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90005
 @dataclass
@@ -180,6 +180,17 @@ def drop_dimming(
         dim = torch.where(G > 0, (G - (P.sum(0) - P[z]) / kept) / G.clamp(min=1e-30), torch.zeros_like(G))
         out[z] = (P[z] * dim).sum() / P[z].sum().clamp(min=1e-30)
     return out
+
+# %% ../nbs/24_diagnostics.ipynb #b6a27d9f
+def shared_positive_weight(
+    weight: Tensor,  # (C, K) classifier weights (a 1x1 conv's weight may keep its trailing 1x1)
+) -> Tensor:  # (C,) for each class, the share of its positive weight in channels another class weighs positively
+    "How much of each class's positive weight sits in channels that at least one other class also uses (0 for a class without any)."
+    W = weight.detach().flatten(1).double()
+    pos = W.clamp(min=0)
+    used = (pos > 0).sum(0)  # (K,) classes with a positive weight on each channel
+    others = (used[None, :] - (pos > 0).long()) > 0  # (C, K) some other class uses channel k
+    return (pos * others).sum(1) / pos.sum(1).clamp(min=torch.finfo(torch.float64).tiny)
 
 # %% ../nbs/24_diagnostics.ipynb #d1a90019
 def diagnostics_figure(

@@ -102,3 +102,30 @@ def test_engineering_detail_sits_in_marked_appendices(name):
         return marker in source(c) and (not exported or marker == "torch.autograd.Function")
     early = [(c["id"], marker) for c in nb[:min(heads)] for marker in ENGINEERING[name] if engineering(c, marker)]
     assert not early, f"{name}: engineering detail before the appendices: {early}"
+
+
+TEACHING = ["00_walkthrough", "01_importance", "02_class_features", "03_losses", "04_adapters", "05_dropclass", "22_demo",
+            "24_diagnostics", "30_bias", "31_correlation", "32_gradcam", "33_ablations", "34_explorer", "tutorials/train_synthetic"]
+
+
+@pytest.mark.parametrize("name", TEACHING)
+def test_teaching_notebooks_end_in_a_recap(name):
+    nb = cells(NBS / f"{name}.ipynb")
+    heads = [i for i, c in enumerate(nb) if c["cell_type"] == "markdown" and re.search(r"^## Recap\b", source(c), re.M)]
+    assert heads, f"{name} has no '## Recap' section"
+    appendix = [i for i, c in enumerate(nb) if c["cell_type"] == "markdown" and source(c).lstrip().startswith("## Appendix")]
+    assert not appendix or heads[-1] < min(appendix), f"{name}: the recap comes after the appendices"
+    bullets = [l for l in source(nb[heads[-1]]).splitlines() if l.startswith("- ")]
+    assert 3 <= len(bullets) <= 6, f"{name}: a recap of 3-6 bullets, not {len(bullets)}"
+
+
+@pytest.mark.parametrize("name", WITH_EXERCISES)
+def test_solutions_are_code_run_against_the_checks(name):
+    "Every exercise with a check has a solution cell that asserts the same check, so a wrong solution fails nbdev_test."
+    nb = cells(NBS / f"{name}.ipynb")
+    start = next(i for i, c in enumerate(nb) if source(c).lstrip().startswith("## Solutions"))
+    asked = {m for c in nb[:start] if c["cell_type"] == "code" for m in re.findall(r'check\("(exercise \d+)"', source(c))}
+    solved = {m for c in nb[start:] if c["cell_type"] == "code" for m in re.findall(r'assert check\("(exercise \d+)"', source(c))}
+    assert asked and asked <= solved, f"{name}: exercises without a solution cell asserting their check: {sorted(asked - solved)}"
+    unanswered = [c["id"] for c in nb[start:] if c["cell_type"] == "code" and "assert check(" in source(c) and not c.get("outputs")]
+    assert not unanswered, f"{name}: solution cells committed without outputs (run the notebook): {unanswered}"
