@@ -73,7 +73,7 @@ PROBE_DRAWS = ("all", "present")  # z drawn among all classes (Eq. 3) or among t
 
 @dataclass
 class ProbeSettings:
-    "How the probe trains the head (defaults: the probe of the issue that asked for it)."
+    "How the probe trains the head (defaults: the probe described at the top of this notebook)."
     drops: tuple[int, ...] = (0, 42, 168, 337)  # checkpoints, in drops per class (iterations / number of classes)
     alpha: float = 10.0  # weight of L_sup (Eq. 9)
     lam: float = 0.5  # lambda of Eq. 7, fixed
