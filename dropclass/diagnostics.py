@@ -101,10 +101,9 @@ def read_diagnostics(
     `suppression_relative`, and `suppression` for both the per-class shares and the history's overall number)."""
     if d is None: return None
     out = {}
-    for k, v in d.items():
-        if k == "suppression": k = "still_predicted_per_class" if isinstance(v, dict) else "still_predicted"
-        k = _OLD_NAMES.get(k, k)
-        if k not in out or k in d: out[k] = v  # a key written under today's name wins over its old one
+    for key, v in d.items():
+        k = ("still_predicted_per_class" if isinstance(v, dict) else "still_predicted") if key == "suppression" else _OLD_NAMES.get(key, key)
+        if key == k or k not in out: out[k] = v  # a key written under today's name wins over its old one
     return out
 
 
