@@ -11,9 +11,11 @@ number of threads; the phases are read from outside the step, so any version of 
 - step: the optimizer's and the scheduler's step.
 
 "outside the model" is data + input + loss, as a share of the whole step, less the upsampling of the logits to the
-labels and its gradient, which the memory-lean loss runs for the model's head (timed on its own, `head_upsampling_seconds`);
-the model's own work is forward + backward + step and that upsampling. For the baseline the step is also compared with a
-bare step of the same model on one fixed batch (forward, torch's cross_entropy, backward, AdamW). Cases differ by size (`demo`: 128x256, as the demo and the study; `bite`: 64x128, as the dose response and the
+labels and its gradient, which the memory-lean loss runs for the model's head (timed on its own, `head_upsampling_seconds`).
+That share counts the loss's own arithmetic as overhead; the overhead proper is read against a bare step of the same
+model, interleaved with the library's steps (one after each): forward, the method's loss written with torch's
+`cross_entropy` (Eq. 5, or Eq. 5-9 on both branches for DropClass), backward and the optimizer's step on one fixed batch,
+with no data, no checks and no logging. `overhead_share` is 1 - bare/step. Cases differ by size (`demo`: 128x256, as the demo and the study; `bite`: 64x128, as the dose response and the
 bite preset), method and threads; `--variant NAME=KEY=VALUE,...` adds settings measured in the same run (e.g.
 `workers=num_workers=1`; `interop=N` sets torch's inter-op threads). `--pairs` trains the baseline and DropClass side by
 side, one thread each, as the demo and the studies do, against the two one at a time. `--code PATH` runs every case a second time with the package found in PATH (an older
@@ -42,9 +44,10 @@ OUTSIDE = ("data", "input", "loss")
 class _Clock:
     "Timestamps of the phase boundaries of one training step, set by hooks on the batches, the model and the optimizer."
 
-    def __init__(self): self.marks: dict[str, float] = {}
+    def __init__(self): self.marks, self.on = {}, True
 
-    def mark(self, name: str): self.marks[name] = time.perf_counter()
+    def mark(self, name: str):
+        if self.on: self.marks[name] = time.perf_counter()  # off during the bare step, which runs the same hooks
 
 
 class _TimedBatches:
@@ -84,11 +87,16 @@ def run_case(size: str, method: str, threads: int, iters: int, warmup: int, sett
     totals = {p: 0.0 for p in PHASES}
     upsampling = 0.0
     run.net.train()
+    bare_one, bare_s = _bare_step(run), 0.0
     for it in range(warmup + iters):
         head["s"] = 0.0
         train_step(run, it)
         clock.mark("step")
+        clock.on, t = False, time.perf_counter()
+        bare_one()  # interleaved with the library's steps, so that both see the same state of the machine
+        t, clock.on = time.perf_counter() - t, True
         if it < warmup: continue
+        bare_s += t
         upsampling += head["s"]
         m, prev = clock.marks, clock.marks["start"]
         for p in PHASES:
@@ -96,14 +104,15 @@ def run_case(size: str, method: str, threads: int, iters: int, warmup: int, sett
             prev = m[p]
     step = sum(totals.values()) / iters
     per = {p: round(totals[p] / iters, 4) for p in PHASES}
-    bare = _bare_step(run, iters) if method == "baseline" else None
+    bare = bare_s / iters
     return {"size": size, "crop_size": list(cfg.crop_size), "method": method, "threads": threads, "settings": settings,
             "iters": iters, "warmup": warmup, "setup_seconds": round(setup_s, 1), "step_seconds": round(step, 4),
             "phase_seconds": per, "phase_share": {p: round(totals[p] / iters / step, 4) for p in PHASES},
             "head_upsampling_seconds": round(upsampling / iters, 4),  # inside "loss": the model's head, see _time_head_upsampling
             "outside_model_share": round((sum(totals[p] for p in OUTSIDE) - upsampling) / iters / step, 4),
             "bare_step_seconds": None if bare is None else round(bare, 4),
-            "step_over_bare": None if bare is None else round(step / bare, 4)}
+            "step_over_bare": None if bare is None else round(step / bare, 4),
+            "overhead_share": None if bare is None else round(1 - bare / step, 4)}  # the step less the bare step, over the step
 
 
 def _time_head_upsampling(torch) -> dict:
@@ -125,22 +134,39 @@ def _time_head_upsampling(torch) -> dict:
     return spent
 
 
-def _bare_step(run, iters: int) -> float:
-    "Seconds of the model's own step on one fixed batch: forward, torch's cross_entropy, backward, AdamW (no data, no checks)."
-    import torch
+def bare_loss(cfg, out, masks, weight, ignore: int, lam: float = 0.5):
+    "The method's loss written with torch alone: Eq. 5 (the baseline), or Eq. 5-9 on a DropClass output with `lam`."
     import torch.nn.functional as F
+    from dropclass.losses import ALPHA
+    size = masks.shape[-2:]
+
+    def full(t, upsample=None):
+        t = upsample(t) if upsample is not None else t
+        return t if t.shape[-2:] == size else F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+    if cfg.method != "dropclass": return F.cross_entropy(full(out), masks, weight=weight, ignore_index=ignore)
+    logits, drop_logits, z, upsample = out
+    ce = F.cross_entropy(full(logits, upsample), masks, weight=weight, ignore_index=ignore)
+    kept = masks if z is None else masks.masked_fill(masks == z, ignore)
+    ce_drop = F.cross_entropy(full(drop_logits, upsample), kept, weight=weight, ignore_index=ignore)
+    sup = drop_logits.softmax(1)[:, z].mean() if z is not None else drop_logits.sum() * 0.0
+    return (1 - lam) * ce + lam * ce_drop + cfg.alpha * sup
+
+
+def _bare_step(run):
+    """One step of the model's own work, written with torch alone, on one fixed batch: forward, the method's loss with
+    torch's `cross_entropy` (`bare_loss`; DropClass draws its dropped class as in training), backward, the optimizer's
+    step; no data, no checks, no logging. What the library's step spends beyond it is its overhead."""
+    import torch
     images, masks = next(run.batches.batches)
     images = images.contiguous(memory_format=torch.channels_last) if run.cfg.channels_last else images
-    weight = run.weight
+
     def one():
-        loss = F.cross_entropy(run.net(images), masks, weight=weight, ignore_index=run.labels.ignore_index)
+        loss = bare_loss(run.cfg, run.net(images), masks, run.weight, run.labels.ignore_index)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
-    one()
-    t = time.perf_counter()
-    for _ in range(iters): one()
-    return (time.perf_counter() - t) / iters
+    return one
 
 
 def _start(case: dict, code: str | None) -> subprocess.Popen:
