@@ -202,6 +202,7 @@ def build(out: Path, mathjax: Path | None = None, jobs: int = 2, quiet: bool = T
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-j", str(jobs), *(["-q"] if quiet else []), str(stage), str(out)]
     r = subprocess.run(cmd)
     if r.returncode != 0: raise SystemExit(f"sphinx failed (exit {r.returncode}): {' '.join(cmd)}")
+    shutil.copytree(images, out / "images", dirs_exist_ok=True)  # what raw <img> tags in the notebooks' markdown show
     return {"pages": len(pages), "seconds": round(time.perf_counter() - t0, 1), "out": str(out)}
 
 
