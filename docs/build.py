@@ -85,8 +85,13 @@ def _static_widget(nb_name: str, images: Path) -> dict:
 def _stage_notebook(src: Path, dst: Path, module: str | None, images: Path, git_url: str) -> None:
     nb = json.loads(src.read_text())
     name = src.stem
+    cells = []
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
+            lines = "".join(cell["source"]).splitlines(keepends=True)
+            flags = [l[3:].split()[0] for l in lines if l.startswith("#| ") and l[3:].split()]
+            if "hide" in flags or "default_exp" in flags: continue  # what nbdev's own docs leave out
+            cell["source"] = "".join(l for l in lines if not l.startswith("#|")).lstrip("\n")
             outs, widget_seen = [], False
             for o in cell.get("outputs", []):
                 if WIDGET in o.get("data", {}):
@@ -98,6 +103,8 @@ def _stage_notebook(src: Path, dst: Path, module: str | None, images: Path, git_
             text = "".join(cell["source"])
             cell["source"] = _links(text.replace("](../docs/images/", "](images/").replace('src="../docs/images/', 'src="images/'),
                                     src, git_url)
+        cells.append(cell)
+    nb["cells"] = cells
     if module:
         nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source":
                             f"## API reference: `{module}`\n\n```{{eval-rst}}\n.. automodule:: {module}\n   :members:\n"
