@@ -135,6 +135,7 @@ author = "the dropclass developers"
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax"]
 html_theme = "furo"
 html_title = "dropclass"
+html_favicon = "favicon.svg"
 html_static_path = ["_static"]
 mathjax_path = "mathjax/tex-mml-chtml.js"
 mathjax3_config = {{"tex": {{"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]]}}}}
@@ -188,6 +189,7 @@ def build(out: Path, mathjax: Path | None = None, jobs: int = 2, quiet: bool = T
     shutil.copytree(es5, stage / "_static" / "mathjax")
     images = ROOT / "docs" / "images"
     shutil.copytree(images, stage / "images")
+    shutil.copy(ROOT / "docs" / "favicon.svg", stage / "favicon.svg")
     settings = dict(l.split("=", 1) for l in (ROOT / "settings.ini").read_text().splitlines() if "=" in l)
     git_url = settings.get("git_url", "https://github.com/dropclass/dropclass").strip()
     rows = notebook_map()
