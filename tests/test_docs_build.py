@@ -1,12 +1,13 @@
 """The documentation build's staging (docs/build.py), without running Sphinx: the README's notebook map covers every
 notebook, and a staged notebook hides what nbdev's docs hide, shows widgets as a static line and ends in its API."""
+import importlib.util
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "docs"))
-import build  # noqa: E402
+_spec = importlib.util.spec_from_file_location("docs_build", ROOT / "docs" / "build.py")  # not the PyPI package `build`
+build = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build)
 
 
 def test_the_notebook_map_names_every_notebook_once_with_its_module():
