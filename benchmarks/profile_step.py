@@ -110,9 +110,8 @@ def run_case(size: str, method: str, threads: int, iters: int, warmup: int, sett
             "phase_seconds": per, "phase_share": {p: round(totals[p] / iters / step, 4) for p in PHASES},
             "head_upsampling_seconds": round(upsampling / iters, 4),  # inside "loss": the model's head, see _time_head_upsampling
             "outside_model_share": round((sum(totals[p] for p in OUTSIDE) - upsampling) / iters / step, 4),
-            "bare_step_seconds": None if bare is None else round(bare, 4),
-            "step_over_bare": None if bare is None else round(step / bare, 4),
-            "overhead_share": None if bare is None else round(1 - bare / step, 4)}  # the step less the bare step, over the step
+            "bare_step_seconds": round(bare, 4), "step_over_bare": round(step / bare, 4),
+            "overhead_share": round(1 - bare / step, 4)}  # the step less the bare step, over the step
 
 
 def _time_head_upsampling(torch) -> dict:
@@ -137,7 +136,6 @@ def _time_head_upsampling(torch) -> dict:
 def bare_loss(cfg, out, masks, weight, ignore: int, lam: float = 0.5):
     "The method's loss written with torch alone: Eq. 5 (the baseline), or Eq. 5-9 on a DropClass output with `lam`."
     import torch.nn.functional as F
-    from dropclass.losses import ALPHA
     size = masks.shape[-2:]
 
     def full(t, upsample=None):
@@ -149,7 +147,7 @@ def bare_loss(cfg, out, masks, weight, ignore: int, lam: float = 0.5):
     ce = F.cross_entropy(full(logits, upsample), masks, weight=weight, ignore_index=ignore)
     kept = masks if z is None else masks.masked_fill(masks == z, ignore)
     ce_drop = F.cross_entropy(full(drop_logits, upsample), kept, weight=weight, ignore_index=ignore)
-    sup = drop_logits.softmax(1)[:, z].mean() if z is not None else drop_logits.sum() * 0.0
+    sup = drop_logits.softmax(1)[:, z].mean() if z is not None and cfg.suppress else drop_logits.sum() * 0.0
     return (1 - lam) * ce + lam * ce_drop + cfg.alpha * sup
 
 

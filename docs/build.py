@@ -79,7 +79,7 @@ def _static_widget(nb_name: str, images: Path) -> dict:
     live = ("*A live widget: run this notebook in JupyterLab" + (", or `dropclass explore` for the explorer app" if shot else "")
             + ", to move its controls.*")
     md = (f"![the widget, as it looks live](images/{shot})\n\n" if shot and (images / shot).is_file() else "") + live
-    return {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": md}}
+    return {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": md}}  # outputs carry no id
 
 
 def _stage_notebook(src: Path, dst: Path, module: str | None, images: Path, git_url: str) -> None:
@@ -106,9 +106,8 @@ def _stage_notebook(src: Path, dst: Path, module: str | None, images: Path, git_
         cells.append(cell)
     nb["cells"] = cells
     if module:
-        nb["cells"].append({"cell_type": "markdown", "metadata": {}, "source":
-                            f"## API reference: `{module}`\n\n```{{eval-rst}}\n.. automodule:: {module}\n   :members:\n"
-                            "   :member-order: bysource\n```\n"})
+        nb["cells"].append({"cell_type": "markdown", "id": "api-reference", "metadata": {}, "source":
+                            f"## API reference: `{module}`\n\n```{{eval-rst}}\n.. automodule:: {module}\n   :members:\n```\n"})
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_text(json.dumps(nb))
 
@@ -138,7 +137,6 @@ html_title = "dropclass"
 html_favicon = "favicon.svg"
 html_static_path = ["_static"]
 mathjax_path = "mathjax/tex-mml-chtml.js"
-mathjax3_config = {{"tex": {{"inlineMath": [["\\\\(", "\\\\)"]], "displayMath": [["\\\\[", "\\\\]"]]}}}}
 nb_execution_mode = "off"
 nb_ipywidgets_js = {{}}
 nb_output_stderr = "remove"
@@ -149,7 +147,6 @@ suppress_warnings = ["myst.header", "myst.xref_missing", "misc.highlighting_fail
 autodoc_member_order = "bysource"
 autodoc_inherit_docstrings = False  # torch's own docstrings of overridden methods are not this package's
 autodoc_typehints = "signature"
-autodoc_default_options = {{"members": True}}
 exclude_patterns = ["_build"]
 
 
@@ -204,7 +201,7 @@ def build(out: Path, mathjax: Path | None = None, jobs: int = 2, quiet: bool = T
     for caption, pick in GROUPS:
         names = [p[:-len(".ipynb")] for p in pages if p != "index.ipynb" and pick(p)]
         if names: toc.append(f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n" + "\n".join(names) + "\n```\n")
-    index["cells"].append({"cell_type": "markdown", "metadata": {}, "source": "\n".join(toc)})
+    index["cells"].append({"cell_type": "markdown", "id": "site-contents", "metadata": {}, "source": "\n".join(toc)})
     (stage / "index.ipynb").write_text(json.dumps(index))
     (stage / "conf.py").write_text(CONF.format(root=str(ROOT)))
     if out.exists(): shutil.rmtree(out)

@@ -41,5 +41,7 @@ def test_a_staged_notebook(tmp_path):
     (out,) = cells[1]["outputs"]
     assert build.WIDGET not in out["data"] and "JupyterLab" in out["data"]["text/markdown"]
     assert "images/explorer.png" in out["data"]["text/markdown"]
-    assert "(02_class_features.ipynb)" in sources[2] and "README" in sources[2]
+    assert "(02_class_features.ipynb)" in sources[2]  # a page of the site stays a page
+    readme = build._links("see [the README](../README.md#two-commands)", ROOT / "nbs" / "x.ipynb", "https://example.org/r")
+    assert readme == "see [the README](https://example.org/r/blob/main/README.md#two-commands)"  # a repository file: its URL
     assert sources[-1].startswith("## API reference: `dropclass.losses`") and "automodule:: dropclass.losses" in sources[-1]
