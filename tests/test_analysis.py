@@ -16,8 +16,8 @@ from dropclass.analysis.bias import (PAPER_TABLE4, BiasTable, ErasureIoU, delta_
                                      iou_after_erasing, iou_drop, shift_table, table4, unbiased_iou, vulnerable_classes)
 from dropclass.analysis.correlation import (PAPER_TABLE5, class_correlation, classifier_weights, correlation_figure,
                                             correlation_table, cosine_matrix, offdiagonal_sums, sums_figure)
-from dropclass.analysis.gradcam import (class_gradcam, class_regions, gradcam_figure, gradcam_pair, normalize_cams,
-                                        overlay, prediction_path, region_means, scenes_with, upsample_cams)
+from dropclass.analysis.gradcam import (class_gradcam, class_regions, gradcam_figure, gradcam_pair, gradcam_ratios,
+                                        normalize_cams, overlay, prediction_path, region_means, scenes_with, upsample_cams)
 from dropclass.core import DropClass
 from dropclass.data.labels import CITYSCAPES, LabelSet
 from dropclass.data.synthetic import SyntheticStreets
@@ -251,6 +251,9 @@ def test_bias_figures():
     shown = fig.axes[0].images[0].get_array()
     np.testing.assert_allclose(shown[0, 2], 100 * (IOU[2] - AFTER[3, 2]))  # rows and columns by share: z, x, y, w
     assert len(fig.axes[0].lines) == 4 * 3  # three influential classes marked per column
+    drops = np.abs(np.concatenate([100 * d.drop[np.isfinite(d.drop)] for d in r.values()]))
+    np.testing.assert_allclose(fig.axes[0].images[0].get_clim(), (-np.percentile(drops, 98), np.percentile(drops, 98)))
+    assert drop_figure(r, FOUR, vmax=5.0).axes[0].images[0].get_clim() == (-5.0, 5.0)
     assert len(delta_figure(table4(r, FOUR, k=2)).axes[0].patches) == 2 * 6
     with pytest.raises(ValueError, match="orders by 'share'"):
         drop_figure(r, FOUR, order="vulnerability")
@@ -472,5 +475,11 @@ def test_scenes_pairs_and_the_figure():
     with pytest.raises(ValueError, match="region must be 'gt' or 'pred'"):
         gradcam_pair(model, image, mask, moto, 0, region="box")
     fig = gradcam_figure({"a": tiny_net(19), "b": model}, val, [(i, "motorcycle", "bicycle"), (i, moto, 0)], CITYSCAPES)
-    assert isinstance(fig, Figure) and len(fig.axes) == 2 * 5
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 * 5 + 1  # two rows of five panels, one colour bar
+    assert all(ax.collections for ax in fig.axes[:10]), "every panel outlines the object"
+    assert fig.axes[-1].get_ylabel().startswith("Grad-CAM")
+    pairs_of = [i, *found[1:3]]
+    ratios = gradcam_ratios(model, val, pairs_of, moto, CITYSCAPES.index("bicycle"))
+    by_hand = [region_means(*gradcam_pair(model, *val[j], moto, CITYSCAPES.index("bicycle"))) for j in pairs_of]
+    np.testing.assert_allclose(ratios, [float(m[1] / m[0]) for m in by_hand], rtol=1e-6)
     assert fig.axes[3].get_title().startswith("a: non-GT (bicycle)")

@@ -317,6 +317,7 @@ def drop_figure(
     labels: LabelSet,  # class names (and pixel shares for the order)
     order: str | Sequence[int | str] = "share",  # order of rows and columns: "share" or a list of classes
     k: int = 3,  # influential classes marked per column (0: none)
+    vmax: float | None = None,  # colour limit in pp; None: the 98th percentile of |D| over the models (beyond it: saturated)
 ) -> Figure:
     "Heatmaps of the pairwise IoU drop matrix (percentage points) of each model, one shared colour scale."
     if order == "vulnerability": raise ValueError("drop_figure orders by 'share' or an explicit list of classes")
@@ -325,7 +326,10 @@ def drop_figure(
     rows = [c for c in cols if c in first.erased]
     where = {x: r for r, x in enumerate(first.erased)}
     mats = {m: 100 * r.drop[[where[x] for x in rows]][:, cols] for m, r in results.items()}  # (E, C) in display order
-    lim = max(np.nanmax(np.abs(d)) if np.isfinite(d).any() else 0.0 for d in mats.values()) or 1.0
+    finite = np.concatenate([np.abs(d[np.isfinite(d)]) for d in mats.values()])
+    peak = float(finite.max()) if finite.size else 0.0
+    lim = (float(np.percentile(finite, 98)) if finite.size else 0.0) if vmax is None else float(vmax)
+    lim = lim or peak or 1.0  # a scale where every drop is zero (or one value) still has a range
     fig = Figure(figsize=(0.3 * len(cols) * len(mats) + 2.0, 0.3 * len(rows) + 2.2))
     axes = np.atleast_1d(fig.subplots(1, len(mats), sharey=True))
     top = influential_classes(first.drop, k, first.erased) if k else np.zeros((len(cols), 0), int)
@@ -338,7 +342,8 @@ def drop_figure(
         ax.set_yticks(range(len(rows)), [labels.classes[c] for c in rows], fontsize=7)
         ax.set_title(name, fontsize=9); ax.set_xlabel("evaluated class Y", fontsize=8)
     axes[0].set_ylabel("erased class X", fontsize=8)
-    fig.colorbar(im, ax=list(axes), shrink=0.8, label="IoU(I) - IoU(I* without X), pp")
+    fig.colorbar(im, ax=list(axes), shrink=0.8, extend="both" if peak > lim else "neither",
+                 label=f"IoU(I) - IoU(I* without X), pp (saturated beyond ±{lim:.1f}; largest {peak:.1f})")
     return fig
 
 

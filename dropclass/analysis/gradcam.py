@@ -25,7 +25,7 @@ from ..conventions import evaluating, upsample_logits
 
 # %% auto #0
 __all__ = ['CONFUSABLE_PAIRS', 'prediction_path', 'class_regions', 'class_gradcam', 'upsample_cams', 'normalize_cams', 'overlay',
-           'gradcam_pair', 'region_means', 'scenes_with', 'gradcam_figure']
+           'gradcam_pair', 'region_means', 'scenes_with', 'gradcam_figure', 'gradcam_ratios']
 
 # %% ../../nbs/32_gradcam.ipynb #af960005
 def prediction_path(
@@ -151,23 +151,44 @@ def gradcam_figure(
     labels: LabelSet,  # class names
     region: str = "gt",  # Eq. 1's region, see `gradcam_pair`
 ) -> Figure:
-    "The paper's Figure 4: Grad-CAM of the GT class and of a confusable class for each model, on the GT object."
+    "The paper's Figure 4: Grad-CAM of the GT class and of a confusable class for each model, the object outlined."
     cols = 1 + 2 * len(models)
     image0 = dataset[rows[0][0]][0]
     aspect = image0.shape[-1] / image0.shape[-2]
-    fig = Figure(figsize=(1.6 * aspect * cols, 1.8 * len(rows) + 0.3))
+    fig = Figure(figsize=(1.6 * aspect * cols + 0.6, 1.8 * len(rows) + 0.3))
     axes = np.array(fig.subplots(len(rows), cols)).reshape(len(rows), cols)
     for r, (i, gt, other) in enumerate(rows):
         gt, other = labels.class_id(gt, "the ground-truth class"), labels.class_id(other, "the confusable class")
         image, mask = dataset[i]
-        shown = [(denormalize(image).permute(1, 2, 0).numpy(), f"scene {i}: {labels.classes[gt]}")]
+        pixels = denormalize(image)
+        shown = [(pixels.permute(1, 2, 0).numpy(), f"scene {i}: {labels.classes[gt]}", mask.as_subclass(Tensor) == gt)]
         pairs = {name: gradcam_pair(m, image, mask, gt, other, region) for name, m in models.items()}
         for k, c in enumerate((gt, other)):
             for name, (cams, R) in pairs.items():
-                mean = region_means(cams, R)[k]
-                shown.append((overlay(denormalize(image), cams[k]),
-                              f"{name}: {'GT' if k == 0 else 'non-GT'} ({labels.classes[c]})\nmean on object {mean:.2f}"))
-        for ax, (im, title) in zip(axes[r], shown):
+                shown.append((overlay(pixels, cams[k]), f"{name}: {'GT' if k == 0 else 'non-GT'} ({labels.classes[c]})\n"
+                              f"mean on object {region_means(cams, R)[k]:.2f}", R))
+        for ax, (im, title, R) in zip(axes[r], shown):  # the white line: the region each map is averaged over
             ax.imshow(im); ax.set_xticks([]); ax.set_yticks([]); ax.set_title(title, fontsize=7)
-    fig.tight_layout()
+            if R.any(): ax.contour(R.numpy(), levels=[0.5], colors="white", linewidths=0.8)
+    fig.tight_layout(rect=(0, 0, 1 - 0.6 / fig.get_figwidth(), 1))
+    bar = fig.add_axes((1 - 0.45 / fig.get_figwidth(), 0.15, 0.12 / fig.get_figwidth(), 0.7))
+    fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(0, 1), "jet"), cax=bar)
+    bar.set_ylabel("Grad-CAM (1: strongest in image)", fontsize=7); bar.tick_params(labelsize=6)
     return fig
+
+# %% ../../nbs/32_gradcam.ipynb #dadbe733
+def gradcam_ratios(
+    model: nn.Module,  # a DropClass or adapted model
+    dataset,  # gives (normalised image, mask) pairs
+    scenes: Sequence[int],  # which scenes
+    gt: int,  # the ground-truth class of the object
+    other: int,  # the confusable class
+    region: str = "gt",  # Eq. 1's region, see `gradcam_pair`
+) -> np.ndarray:  # (n,) one ratio per scene; NaN where the GT map's mean is 0 or the region is empty
+    "Figure 4 as one number per scene: the non-GT map's mean on the object divided by the GT map's."
+    out = []
+    for i in scenes:
+        image, mask = dataset[i]
+        means = region_means(*gradcam_pair(model, image, mask, gt, other, region))
+        out.append((means[1] / means[0]).item() if means[0] > 0 else np.nan)
+    return np.array(out, dtype=np.float64)
