@@ -45,7 +45,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["dropclass", "dropclass.*", "data_tools", "data_tools.*"]),
     include_package_data=True,
     install_requires=_split("requirements"),
-    extras_require={"dev": _split("dev_requirements"), "explore": _split("explore_requirements"),
+    extras_require={"dev": _split("dev_requirements") + _split("docs_requirements"),  # the tests build the docs site
+                    "explore": _split("explore_requirements"),
                     "docs": _split("docs_requirements")},
     entry_points={"console_scripts": console_scripts, "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,

@@ -112,13 +112,19 @@ def _stage_notebook(src: Path, dst: Path, module: str | None, images: Path, git_
     dst.write_text(json.dumps(nb))
 
 
+def heading_anchor(anchor: str) -> str:
+    "A heading's anchor as Jupyter writes it (`#The-module`, case and punctuation kept) in the site's form (`the-module`)."
+    return re.sub(r"[^\w-]", "", anchor.lower()).strip("-")
+
+
 def _links(text: str, src: Path, git_url: str) -> str:
-    "Links to files of the repository that are not pages of the site point at the repository instead."
+    "Links to pages of the site stay links (heading anchors in the site's form); links to other repository files point at the repository."
     def fix(m):
         label, target = m.group(1), m.group(2)
-        if re.match(r"^[a-z]+:|^#|^mailto:", target): return m.group(0)
+        if re.match(r"^[a-z]+:|^mailto:", target): return m.group(0)
         path, _, anchor = target.partition("#")
-        if path.endswith(".ipynb"): return m.group(0)  # another page of the site
+        if not path or path.endswith(".ipynb"):  # this page or another page of the site: the heading's anchor there
+            return f"[{label}]({path}{'#' + heading_anchor(anchor) if anchor else ''})"
         full = (src.parent / path).resolve()
         try: rel = full.relative_to(ROOT)
         except ValueError: return m.group(0)
@@ -127,11 +133,12 @@ def _links(text: str, src: Path, git_url: str) -> str:
 
 
 CONF = '''
-import re, sys
+import sys
 sys.path.insert(0, {root!r})
+sys.path.insert(0, {docs!r})  # dropclass_sphinx, the docstring extension
 project = "dropclass"
 author = "the dropclass developers"
-extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax"]
+extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.mathjax", "dropclass_sphinx"]
 html_theme = "furo"
 html_title = "dropclass"
 html_favicon = "favicon.svg"
@@ -149,30 +156,6 @@ autodoc_inherit_docstrings = False  # torch's own docstrings of overridden metho
 autodoc_typehints = "signature"
 exclude_patterns = ["_build"]
 
-
-def _rst(text):
-    "Markdown-ish docstring text as reST: $math$ as :math:, `code` as a literal."
-    text = re.sub(r"\\$\\$(.+?)\\$\\$", lambda m: f" :math:`{{m.group(1)}}` ", text)
-    text = re.sub(r"(?<![\\\\$])\\$([^$\\n]+?)\\$", lambda m: f":math:`{{m.group(1)}}`", text)
-    return re.sub(r"(?<![`:])`([^`\\n]+)`(?!`)", lambda m: f"``{{m.group(1)}}``", text)
-
-
-def _docments(app, what, name, obj, options, lines):
-    text = _rst("\\n".join(lines))
-    lines[:] = text.splitlines()
-    if what not in ("function", "method", "class"): return
-    try:
-        from fastcore.docments import docments
-        notes = docments(obj.__init__ if what == "class" else obj)
-    except Exception:
-        return
-    fields = [f":param {{k}}: {{_rst(v)}}" for k, v in notes.items() if v and k not in ("return", "self")]
-    if notes.get("return"): fields.append(f":returns: {{_rst(notes['return'])}}")
-    if fields: lines.extend(["", *fields])
-
-
-def setup(app):
-    app.connect("autodoc-process-docstring", _docments)
 '''
 
 
@@ -203,7 +186,7 @@ def build(out: Path, mathjax: Path | None = None, jobs: int = 2, quiet: bool = T
         if names: toc.append(f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n" + "\n".join(names) + "\n```\n")
     index["cells"].append({"cell_type": "markdown", "id": "site-contents", "metadata": {}, "source": "\n".join(toc)})
     (stage / "index.ipynb").write_text(json.dumps(index))
-    (stage / "conf.py").write_text(CONF.format(root=str(ROOT)))
+    (stage / "conf.py").write_text(CONF.format(root=str(ROOT), docs=str(ROOT / "docs")))
     if out.exists(): shutil.rmtree(out)
     cmd = [sys.executable, "-m", "sphinx", "-b", "html", "-j", str(jobs), *(["-q"] if quiet else []), str(stage), str(out)]
     r = subprocess.run(cmd)
