@@ -45,3 +45,20 @@ def test_a_staged_notebook(tmp_path):
     readme = build._links("see [the README](../README.md#two-commands)", ROOT / "nbs" / "x.ipynb", "https://example.org/r")
     assert readme == "see [the README](https://example.org/r/blob/main/README.md#two-commands)"  # a repository file: its URL
     assert sources[-1].startswith("## API reference: `dropclass.losses`") and "automodule:: dropclass.losses" in sources[-1]
+
+
+def test_docstrings_become_rest_with_math_and_code_kept_apart():
+    spec = importlib.util.spec_from_file_location("dropclass_sphinx", ROOT / "docs" / "dropclass_sphinx.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    # two math spans with a code span between them: each stays what it is
+    assert ext.to_rst("weights $M^c_{u,v}$ of `x` over class $c$.") == r"weights :math:`M^c_{u,v}` of ``x`` over class :math:`c`."
+    assert ext.to_rst("|C| classes, mIoU* and name_") == r"\|C\| classes, mIoU\* and name\_"  # no substitution, emphasis, target
+    assert ext.to_rst("$$a + b$$ and `a|b`") == ":math:`a + b` and ``a|b``"  # inside code, nothing is escaped
+
+
+def test_jupyter_heading_anchors_take_the_sites_form():
+    assert build.heading_anchor("The-module") == "the-module"
+    assert build.heading_anchor("Eq.-4:-the-average") == "eq-4-the-average"
+    assert build._links("see [Recap](#Recap) and [05](05_dropclass.ipynb#One-training-step)", ROOT / "nbs" / "x.ipynb",
+                        "https://example.org/r") == "see [Recap](#recap) and [05](05_dropclass.ipynb#one-training-step)"
