@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
+
+from .conventions import upsample_logits
 
 # %% auto #0
 __all__ = ['ADAPTERS', 'Adapter', 'SmpAdapter', 'TorchvisionAdapter', 'FeaturesClassifier', 'PartsAdapter', 'register_adapter',
@@ -89,7 +90,7 @@ class TorchvisionAdapter(Adapter):
     def get_classifier(self, model): return model.classifier[-1]
     def set_classifier(self, model, classifier): model.classifier[-1] = classifier
     def output(self, model, logits, x):
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return upsample_logits(logits, x.shape[-2:])
 
 # %% ../nbs/04_adapters.ipynb #d34a0014
 class FeaturesClassifier(nn.Module):
@@ -106,7 +107,7 @@ class FeaturesClassifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.classifier(self.features(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False) if self.upsample else logits
+        return upsample_logits(logits, x.shape[-2:]) if self.upsample else logits
 
 
 class PartsAdapter(Adapter):
@@ -116,7 +117,7 @@ class PartsAdapter(Adapter):
     def get_classifier(self, model): return model.classifier
     def set_classifier(self, model, classifier): model.classifier = classifier
     def output(self, model, logits, x):
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False) if model.upsample else logits
+        return upsample_logits(logits, x.shape[-2:]) if model.upsample else logits
 
 # %% ../nbs/04_adapters.ipynb #d34a0016
 ADAPTERS: list[Adapter] = [SmpAdapter(), TorchvisionAdapter(), PartsAdapter()]
