@@ -103,8 +103,8 @@ def _demo(args) -> int:
 
 
 def _train(args) -> int:
-    from dropclass.train import config_from, train
-    if args.data_root and any(o.startswith("data_root=") for o in args.overrides):
+    from dropclass.train import config_from, parse_overrides, train
+    if args.data_root and "data_root" in parse_overrides(args.overrides):
         raise ValueError("give the dataset folder once: --data-root or --set data_root=, not both")
     overrides = (list(args.overrides) + ([f"out_dir={args.out}"] if args.out is not None else []) + (["progress=false"] if args.quiet else [])
                  + ([f"data_root={args.data_root}"] if args.data_root else []))
@@ -121,13 +121,13 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from dropclass.diagnostics import read_diagnostics
     from dropclass.experiments import evaluate_run
-    from dropclass.train import config_from, labels_for, load_checkpoint
+    from dropclass.train import config_from, labels_for, load_checkpoint, parse_overrides
     from dataclasses import fields
 
     from dropclass.train import TrainConfig
     known = {f.name for f in fields(TrainConfig)}
     saved = {k: v for k, v in load_checkpoint(args.checkpoint)["config"].items() if k in known}  # as load_model: newer keys ignored
-    changes = dict(o.split("=", 1) for o in _checked(args.overrides))
+    changes = parse_overrides(args.overrides)
     if "inference" in changes and saved.get("method") != "dropclass":
         raise ValueError(f"{args.checkpoint} holds a {saved.get('method')} model, which has no drop branch: inference applies to "
                          "DropClass checkpoints only")
@@ -154,12 +154,6 @@ EVAL_SETTINGS = {"data_root", "dataset_args", "val_split", "eval_splits", "eval_
                  "device", "diag_length", "inference", "progress"}  # what `dropclass eval --set` may change
 
 
-def _checked(overrides):
-    for o in overrides:
-        if "=" not in o: raise ValueError(f"--set takes KEY=VALUE, got {o!r}")
-    return overrides
-
-
 def _explore(args) -> int:
     from dropclass.app import serve
     from dropclass.app import BITE_NAME
@@ -172,7 +166,9 @@ def _explore(args) -> int:
 
 def _ablate(args) -> int:
     from dropclass.ablations import ablation_markdown, run_ablations
-    summary = run_ablations(args.seeds, args.variants, args.runs, args.preset, _checked(args.overrides), args.out,
+    from dropclass.train import parse_overrides
+    parse_overrides(args.overrides)  # a malformed item fails before any training
+    summary = run_ablations(args.seeds, args.variants, args.runs, args.preset, args.overrides, args.out,
                             progress=not args.quiet)
     print(ablation_markdown(summary, args.seeds))
     return 0

@@ -20,7 +20,7 @@ from .tables import comparison_table
 from .core import DropClass
 from .diagnostics import diagnostics_figure, read_diagnostics
 from .experiments import evaluate_run, run_history, train_runs
-from .train import config_from, dataset_for, labels_for, load_model, read_json
+from .train import config_from, dataset_for, labels_for, load_model, parse_overrides, read_json
 
 # %% auto #0
 __all__ = ['DEMO_METHODS', 'loss_figure', 'iou_figure', 'predictions_figure', 'LiveLoss', 'write_report', 'run_demo']
@@ -204,7 +204,7 @@ def run_demo(
 ) -> dict:
     "Train the baseline and DropClass with identical settings, evaluate both, write and print the comparison report."
     out = Path(out)
-    owned = sorted({o.split("=", 1)[0].strip() for o in overrides or []} & {"method", "out_dir", "seed"})
+    owned = sorted(set(parse_overrides(overrides)) & {"method", "out_dir", "seed"})
     if owned:
         raise ValueError(f"the demo sets {', '.join(owned)} itself (it trains both methods, in <out>/<method>, with --seed); "
                          "use dropclass train for a single run")

@@ -27,7 +27,7 @@ from .diagnostics import read_diagnostics
 from .machine import machine_info, machine_line
 from .metrics import miou, paired_difference
 from .train import (Dist, TrainConfig, config_from, dataset_for, diagnose_split, evaluate_split, labels_for,
-                             load_checkpoint, load_model, needs_stats, read_history, read_json, resolve_device, settings_changed, split_summary, train,
+                             load_checkpoint, load_model, needs_stats, parse_overrides, read_history, read_json, resolve_device, settings_changed, split_summary, train,
                              training_stats)
 
 # %% auto #0
@@ -213,7 +213,7 @@ def evaluate_run(
     "The metrics of a trained model on splits of its dataset, read through either branch."
     if cache is not None and Path(cache).is_file(): return json.loads(Path(cache).read_text())
     model, cfg = load_model(checkpoint)
-    changes = dict(o.split("=", 1) for o in overrides) if isinstance(overrides, list) else dict(overrides or {})
+    changes = parse_overrides(overrides)
     cfg = config_from(None, {**asdict(cfg), **changes, "progress": progress})
     if inference is not None:
         if not isinstance(model, DropClass): raise ValueError(f"{checkpoint} holds a {type(model).__name__}, which has no drop branch to choose")

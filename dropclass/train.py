@@ -40,13 +40,13 @@ from .models import PAPER_MODELS, load_imagenet, load_pretrained, paper_model
 
 # %% auto #0
 __all__ = ['METHODS', 'OPTIMIZERS', 'CLASS_WEIGHTS', 'DTYPES', 'D', 'PRESETS', 'CHECKPOINT_VERSION', 'RUN_FILES',
-           'RUNTIME_SETTINGS', 'TrainConfig', 'config_from', 'seed_everything', 'rng_states', 'set_rng_states',
-           'save_checkpoint', 'non_finite', 'load_checkpoint', 'Dist', 'init_distributed', 'resolve_device',
-           'GlobalBatchNorm', 'sync_batch_norm', 'EpochOrder', 'BatchKeys', 'SeededAugment', 'dataset_for',
-           'class_weights_for', 'needs_stats', 'training_stats', 'tiny_net', 'init_convs', 'dropclass_options',
-           'build_model', 'step_loss', 'training_loader', 'evaluate_split', 'diagnose_split', 'split_summary',
-           'labels_for', 'Run', 'prepare_run', 'train_step', 'train_iterations', 'finish_run', 'train', 'check_split',
-           'check_input_sizes', 'read_json', 'read_history', 'settings_changed', 'load_model']
+           'RUNTIME_SETTINGS', 'TrainConfig', 'config_from', 'parse_overrides', 'seed_everything', 'rng_states',
+           'set_rng_states', 'save_checkpoint', 'non_finite', 'load_checkpoint', 'Dist', 'init_distributed',
+           'resolve_device', 'GlobalBatchNorm', 'sync_batch_norm', 'EpochOrder', 'BatchKeys', 'SeededAugment',
+           'dataset_for', 'class_weights_for', 'needs_stats', 'training_stats', 'tiny_net', 'init_convs',
+           'dropclass_options', 'build_model', 'step_loss', 'training_loader', 'evaluate_split', 'diagnose_split',
+           'split_summary', 'labels_for', 'Run', 'prepare_run', 'train_step', 'train_iterations', 'finish_run', 'train',
+           'check_split', 'check_input_sizes', 'read_json', 'read_history', 'settings_changed', 'load_model']
 
 # %% ../nbs/21_train.ipynb #f7e00005
 METHODS = ("baseline", "dropclass", "ignore_label")
@@ -309,8 +309,7 @@ def config_from(
             values.update(loaded)
         else: raise ValueError(f"unknown preset {str(preset)!r}: use one of {', '.join(PRESETS)} or a JSON file that exists")
     kinds = {f.name: f.type for f in fields(TrainConfig)}
-    items = overrides.items() if isinstance(overrides, dict) else (_split_override(o) for o in (overrides or []))
-    for key, value in items:
+    for key, value in parse_overrides(overrides).items():
         if key not in kinds:
             close = [k for k in kinds if key.replace("-", "_") == k or key in k]
             raise ValueError(f"unknown setting {key!r}" + (f"; did you mean {close[0]!r}?" if close else "")
@@ -323,10 +322,21 @@ def config_from(
     except (TypeError, ValueError) as e: raise ValueError(f"bad setting: {e}") from None
 
 
-def _split_override(text: str) -> tuple[str, str]:
-    if "=" not in text: raise ValueError(f"overrides are written key=value, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), value
+def parse_overrides(
+    overrides: dict | list[str] | None,  # {"lr": 0.01}, or ["lr=0.01", ...] as the command line's --set gives them
+) -> dict[str, Any]:  # setting -> value (text from KEY=VALUE items; `config_from` converts and checks it)
+    "Settings given as KEY=VALUE items (or a dict) as a dict: where every command splits its overrides."
+    if overrides is None: return {}
+    if isinstance(overrides, dict): return dict(overrides)
+    if isinstance(overrides, str):
+        raise ValueError(f"overrides are a list of KEY=VALUE items, got the string {overrides!r}: pass [{overrides!r}]")
+    out = {}
+    for text in overrides:
+        if not isinstance(text, str) or "=" not in text:
+            raise ValueError(f"settings are written KEY=VALUE (e.g. --set lr=0.01), got {text!r}")
+        key, value = text.split("=", 1)
+        out[key.strip()] = value
+    return out
 
 # %% ../nbs/21_train.ipynb #f7e00013
 def seed_everything(seed: int) -> None:

@@ -90,3 +90,21 @@ def test_dropclass_options_have_one_source():
         assert by_name[name].metadata["option"] is option and by_name[name].default == option.default
         assert DropClass.__init__.__kwdefaults__[name] == option.default
     assert set(dropclass_options(TrainConfig())) == set(DROPCLASS_OPTIONS) - {"drop_prob"}
+
+
+def test_overrides_are_split_in_one_place():
+    from dropclass.train import parse_overrides
+    assert parse_overrides(["lr=0.01", " seed =3", "data_root=a=b"]) == {"lr": "0.01", "seed": "3", "data_root": "a=b"}
+    assert parse_overrides({"lr": 0.1}) == {"lr": 0.1} and parse_overrides(None) == {} and parse_overrides([]) == {}
+    with pytest.raises(ValueError, match="written KEY=VALUE"): parse_overrides(["lr"])
+    with pytest.raises(ValueError, match="got the string"): parse_overrides("lr=0.1")  # not split into characters
+    assert config_from("tiny", ["lr=0.5", "lr=0.25"]).lr == 0.25  # the last of a repeated setting wins
+
+
+@pytest.mark.parametrize("command", [["train", "--preset", "tiny"], ["demo", "--quick"], ["ablate", "--runs", "{tmp}/runs"]])
+def test_a_malformed_setting_is_one_line_and_exit_code_2_in_every_command(command, capsys, tmp_path):
+    from dropclass.cli import main
+    rc = main([c.format(tmp=tmp_path) for c in command] + ["--out", str(tmp_path / "out"), "--set", "lr"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "KEY=VALUE" in err, err
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -203,7 +203,7 @@ def test_cli_train_eval_and_demo_end_to_end(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["train", "--config", "nope"], "unknown preset 'nope'"),
     (["train", "--config", "tiny", "--set", "method=magic"], "method must be one of"),
-    (["train", "--config", "tiny", "--set", "lr"], "key=value"),
+    (["train", "--config", "tiny", "--set", "lr"], "KEY=VALUE"),
     (["eval", "--checkpoint", "/nonexistent.pt"], "no checkpoint at"),
     (["train", "--config", "tiny", "--set", "dataset=cityscapes", "--set", "data_root=/nonexistent"], "Expected layout"),
 ])
