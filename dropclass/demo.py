@@ -19,7 +19,7 @@ from .data.transforms import denormalize, eval_transforms
 from .tables import comparison_table
 from .core import DropClass
 from .diagnostics import diagnostics_figure, read_diagnostics
-from .experiments import evaluate_run, run_history, train_runs
+from .experiments import METHODS, evaluate_run, run_history, train_runs
 from .train import config_from, dataset_for, labels_for, load_model, parse_overrides, read_json
 
 # %% auto #0
@@ -191,7 +191,7 @@ def _markdown(summary, tables, files, cfg, names) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/22_demo.ipynb #5ea20015
-DEMO_METHODS = ("baseline", "dropclass")
+DEMO_METHODS = METHODS  # the demo trains the pair every comparison trains (experiments.METHODS)
 
 
 def run_demo(

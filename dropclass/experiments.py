@@ -229,7 +229,7 @@ def evaluate_run(
     return out
 
 # %% ../nbs/26_experiments.ipynb #e7a1000c
-METHODS = ("baseline", "dropclass")
+METHODS = ("baseline", "dropclass")  # the pair every comparison trains: the demo, `compare`, the studies
 
 
 def _bias(runs: Path, seeds: list[int], scenes: int) -> dict:
