@@ -1,6 +1,7 @@
 """Helpers several test modules share: stopping a run at a step, reading a checkpoint's weights, random label batches,
-and time limits that scale with the machine."""
+time limits that scale with the machine, Chromium's flags, and loading a script as a module."""
 import functools
+import importlib.util
 import socket
 import sys
 from pathlib import Path
@@ -8,6 +9,17 @@ from pathlib import Path
 import torch
 
 from dropclass.train import load_checkpoint
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+def module_from_path(name: str, path: Path):
+    "A script loaded as a module under `name` (e.g. docs/build.py, which would meet the PyPI package `build` by name)."
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 class Stop(Exception):

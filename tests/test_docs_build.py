@@ -1,13 +1,12 @@
 """The documentation build's staging (docs/build.py), without running Sphinx: the README's notebook map covers every
 notebook, and a staged notebook hides what nbdev's docs hide, shows widgets as a static line and ends in its API."""
-import importlib.util
 import json
 from pathlib import Path
 
+from _shared import module_from_path
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("docs_build", ROOT / "docs" / "build.py")  # not the PyPI package `build`
-build = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build)
+build = module_from_path("docs_build", ROOT / "docs" / "build.py")
 
 
 def test_the_notebook_map_names_every_notebook_once_with_its_module():
@@ -48,9 +47,7 @@ def test_a_staged_notebook(tmp_path):
 
 
 def test_docstrings_become_rest_with_math_and_code_kept_apart():
-    spec = importlib.util.spec_from_file_location("dropclass_sphinx", ROOT / "docs" / "dropclass_sphinx.py")
-    ext = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ext)
+    ext = module_from_path("dropclass_sphinx", ROOT / "docs" / "dropclass_sphinx.py")
     # two math spans with a code span between them: each stays what it is
     assert ext.to_rst("weights $M^c_{u,v}$ of `x` over class $c$.") == r"weights :math:`M^c_{u,v}` of ``x`` over class :math:`c`."
     assert ext.to_rst("|C| classes, mIoU* and name_") == r"\|C\| classes, mIoU\* and name\_"  # no substitution, emphasis, target

@@ -15,12 +15,11 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from _shared import scaled
+from _shared import CHROMIUM_FLAGS, module_from_path, scaled
 
 ROOT = Path(__file__).resolve().parents[1]
 SITE = ROOT / "_site"
 ARTIFACTS = ROOT / "artifacts" / "docs"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
 def _missing() -> str | None:
@@ -31,7 +30,8 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+_WHY = _missing()
+pytestmark = pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
 
 
 def _sources() -> list[Path]:
@@ -40,20 +40,13 @@ def _sources() -> list[Path]:
             *(p for p in (ROOT / "docs").rglob("*") if p.is_file() and "__pycache__" not in p.parts)]
 
 
-def _load_build():
-    spec = importlib.util.spec_from_file_location("docs_build", ROOT / "docs" / "build.py")  # not the PyPI `build`
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def site() -> Path:
     "The built site: _site/ as `.ci/run` built it, or built again when a source is newer."
     stamp = SITE / "index.html"
     newest = max(p.stat().st_mtime for p in _sources() if ".ipynb_checkpoints" not in p.parts)
     if not stamp.is_file() or stamp.stat().st_mtime < newest:
-        _load_build().build(SITE)
+        module_from_path("docs_build", ROOT / "docs" / "build.py").build(SITE)
     return SITE
 
 

@@ -18,7 +18,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from _shared import free_port, scaled
+from _shared import CHROMIUM_FLAGS, free_port, scaled
 import dropclass.app as app_module
 from dropclass.adapters import model_head
 from dropclass.cli import main
@@ -33,7 +33,6 @@ from dropclass.importance import conv1x1_importance, gradcam, importance_scores,
 from dropclass.train import config_from, load_model, train
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from ..data.balance import get_mask
 from ..data.labels import LabelSet
 from ..data.transforms import denormalize
 from ..importance import gradcam, importance_scores
-from ..conventions import evaluating, upsample_logits
+from ..conventions import evaluating, logits_of, upsample_logits
 
 # %% auto #0
 __all__ = ['CONFUSABLE_PAIRS', 'prediction_path', 'class_regions', 'class_gradcam', 'upsample_cams', 'normalize_cams', 'overlay',
@@ -115,8 +115,7 @@ def gradcam_pair(
     if region == "gt": R = mask.as_subclass(Tensor)[None] == gt
     elif region == "pred":
         with torch.no_grad():
-            out = model.eval()(x)
-            R = upsample_logits(out["out"] if isinstance(out, Mapping) else out, (H, W)).argmax(1) == gt
+            R = upsample_logits(logits_of(model.eval()(x)), (H, W)).argmax(1) == gt
     else: raise ValueError(f"region must be 'gt' or 'pred', got {region!r}")
     cams = class_gradcam(model, x, [gt, other], R[:, None].expand(1, 2, H, W))
     return normalize_cams(upsample_cams(cams, (H, W)), per="image")[0], R[0]
