@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     import dropclass.data.synthetic as syn
     from dropclass.data.io import atomic_write_bytes
     from dropclass.machine import machine_info
-    from dropclass.train import build_model, config_from, dataset_for, labels_for
+    from dropclass.build import build_model, dataset_for, labels_for
+    from dropclass.config import config_from
 
     torch.set_num_threads(args.threads)
     cfg = config_from("demo", ["method=baseline", f"crop_size={args.size}"])

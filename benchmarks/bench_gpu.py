@@ -60,7 +60,7 @@ def _error(e: BaseException) -> str:
 def official_schedule(arch: str) -> dict:
     "Iterations, per-GPU batch and evaluation period of the official DropClass recipe for `arch` (its preset)."
     try:
-        from dropclass.train import PRESETS
+        from dropclass.config import PRESETS
     except ImportError as e:
         return {**FALLBACK_SCHEDULE, "note": f"presets not readable ({e}); the official recipe's numbers"}
     for name, p in PRESETS.items():

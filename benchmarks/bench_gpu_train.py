@@ -49,7 +49,8 @@ def window_means(values: list[float], frac: float = 0.1) -> tuple[float, float]:
 
 def loader_throughput(cfg, workers: int, batches: int, dev) -> dict:
     "Images per second of the training DataLoader alone (the run's dataset, order and augmentation), after its first batch."
-    from dropclass.train import EpochOrder, dataset_for, training_loader
+    from dropclass.build import dataset_for
+    from dropclass.sampling import EpochOrder, training_loader
     ds = dataset_for(cfg, cfg.train_split, length=cfg.train_length)
     loader = training_loader(cfg, ds, EpochOrder(len(ds), cfg.seed, cfg.batch_size), device=dev, num_workers=workers)
     it = iter(loader)
@@ -89,7 +90,7 @@ def main(argv=None):
     except RuntimeError: p.error(f"--device must be cuda, cuda:<index> or cpu, got {args.device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available(): p.error("no CUDA device here; run on a GPU machine, or use --tiny --device cpu")
 
-    from dropclass.train import config_from
+    from dropclass.config import config_from
     work = Path(tempfile.gettempdir()) / f"dropclass_gpu_train_{os.getpid()}"  # the run folder; made by the run, removed after
     settings = {"dataset": "synthetic", "dataset_args": {"size": [H, W]}, "train_length": 2975, "eval_length": 4,
                 "eval_splits": (), "max_iters": args.iters, "iters_per_epoch": max(args.iters // 10, 1), "eval_every": 0,

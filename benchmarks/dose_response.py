@@ -40,7 +40,7 @@ RECIPE = ["crop_size=64x128", "ramp=iter", "ramp_end=0.1"]
 def expected_drops(cfg) -> float:
     "Expected drops per class of a run: the sum of the schedule's p over its iterations, over the number of classes."
     from dropclass.losses import DropSchedule
-    from dropclass.train import labels_for
+    from dropclass.build import labels_for
     # the training loop's epoch length when the preset gives none (it matters only for ramp="epoch")
     per_epoch = cfg.iters_per_epoch or max(min((cfg.train_length or 0) // cfg.batch_size, cfg.max_iters // 10), 1)
     sched = DropSchedule(cfg.max_iters, iters_per_epoch=per_epoch, by=cfg.ramp, lam_max=cfg.lam_max,
@@ -50,7 +50,7 @@ def expected_drops(cfg) -> float:
 
 def iters_for(dose: float, preset: str, overrides: list[str]) -> int:
     "The shortest run length (a multiple of 10 iterations) whose schedule drops each class at least `dose` times."
-    from dropclass.train import config_from
+    from dropclass.config import config_from
     per = lambda n: expected_drops(config_from(preset, [*overrides, f"max_iters={n}"]))
     lo, hi = 10, 10
     while per(hi) < dose: lo, hi = hi, hi * 2
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     from dropclass.data.io import atomic_write_bytes
     from dropclass.experiments import _bias, default_jobs, evaluate_run, train_runs
     from dropclass.machine import machine_info
-    from dropclass.train import config_from, labels_for
+    from dropclass.build import labels_for
+    from dropclass.config import config_from
 
     overrides = [*RECIPE, *args.overrides]
     config_from(args.preset, [*overrides, *args.dropclass_overrides])  # a bad preset or setting fails before anything trains

@@ -29,7 +29,10 @@ def analyse(folder: Path) -> dict:
     from dropclass.data.balance import ClassStats
     from dropclass.diagnostics import drop_dimming, read_diagnostics
     from dropclass.losses import DropSchedule
-    from dropclass.train import Dist, dataset_for, evaluate_split, labels_for, load_model, split_summary
+    from dropclass.build import dataset_for, labels_for
+    from dropclass.checkpoints import load_model
+    from dropclass.distributed import Dist
+    from dropclass.train import evaluate_split, split_summary
     metrics = json.loads((folder / "metrics.json").read_text())
     model, cfg = load_model(folder / "last.pt")
     labels = labels_for(cfg)

@@ -76,7 +76,9 @@ def main(argv=None) -> int:
     from dropclass.data.transforms import eval_transforms
     from dropclass.metrics import rare_classes
     from dropclass.probe import ProbeSettings, frozen_features, probe_drops, probe_figure
-    from dropclass.train import Dist, class_weights_for, dataset_for, labels_for, load_model, training_stats
+    from dropclass.build import class_weights_for, dataset_for, labels_for, training_stats
+    from dropclass.checkpoints import load_model
+    from dropclass.distributed import Dist
 
     torch.manual_seed(args.seed)
     model, cfg = load_model(ckpt)

@@ -69,7 +69,8 @@ def run_case(size: str, method: str, threads: int, iters: int, warmup: int, sett
     for s in [s for s in settings if s.startswith("interop=")]:  # not a training setting: torch's inter-op pool
         torch.set_num_interop_threads(int(s.split("=", 1)[1]))
     settings = [s for s in settings if not s.startswith("interop=")]
-    from dropclass.train import config_from, prepare_run, train_step
+    from dropclass.config import config_from
+    from dropclass.train import prepare_run, train_step
     head = _time_head_upsampling(torch)
     preset, extra = SIZES[size]
     cfg = config_from(preset, [*extra, *settings, f"method={method}", f"max_iters={warmup + iters + 1}", "eval_every=0",

@@ -51,7 +51,8 @@ def rare_class_drop(folder: Path, scenes: int) -> dict:
     "Table 4 on the baseline: for each rare class, the IoU lost when its most influential class is erased."
     import numpy as np
     from dropclass.analysis.bias import influential_classes, iou_after_erasing, iou_drop
-    from dropclass.train import dataset_for, labels_for, load_model
+    from dropclass.build import dataset_for, labels_for
+    from dropclass.checkpoints import load_model
     cache = folder / f"erasure_{scenes}.json"
     if cache.is_file(): return json.loads(cache.read_text())
     model, cfg = load_model(folder / "last.pt")

@@ -18,10 +18,12 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main(argv=None) -> int:
-    from dropclass.experiments import compare_main
+    "`dropclass compare` with the report written to benchmarks/results/study_<preset>.{json,md} unless --out is given."
+    from dropclass.cli import main as dropclass
     argv = list(sys.argv[1:] if argv is None else argv)
     preset = argv[argv.index("--preset") + 1] if "--preset" in argv else "study"
-    return compare_main(argv, prog="python benchmarks/study.py", default_out=RESULTS / f"study_{preset}")
+    if "--out" not in argv: argv += ["--out", str(RESULTS / f"study_{preset}")]
+    return dropclass(["compare", *argv])
 
 
 if __name__ == "__main__":

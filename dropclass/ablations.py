@@ -14,7 +14,7 @@ from .data.io import atomic_write_bytes
 from .diagnostics import read_diagnostics
 from .experiments import evaluate_run, train_runs
 from .metrics import paired_difference
-from .train import config_from
+from .config import config_from
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'EVAL_ONLY', 'METRICS', 'ablation_config', 'run_variant', 'summarise_ablations', 'ablation_markdown',
@@ -63,7 +63,7 @@ def run_variant(variant: str, seed: int, runs: str | Path, preset: str = "demo",
     cache = Path(cfg.out_dir) / "metrics.json"
     if cache.is_file(): return json.loads(cache.read_text())["splits"]
     train_runs({EVAL_ONLY[variant]: source}, jobs=1, progress=progress)
-    splits = evaluate_run(Path(source.out_dir) / "last.pt", [cfg.val_split, *cfg.eval_splits], inference=cfg.inference)
+    splits = evaluate_run(Path(source.out_dir) / "last.pt", [cfg.val_split, *cfg.eval_splits], inference=cfg.dropclass.inference)
     atomic_write_bytes(cache, (json.dumps({"splits": splits, "source": str(source.out_dir)}, indent=2) + "\n").encode())
     return splits
 

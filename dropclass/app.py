@@ -82,7 +82,7 @@ def default_checkpoints(
     """The demo's baseline and DropClass checkpoints (those of a finished `dropclass demo`, else trained once into the
     cache) and, with `bite`, a DropClass model of `BITE_PRESET`, in which the drop has had about 24 times the practice."""
     from dropclass.experiments import train_runs
-    from dropclass.train import config_from
+    from dropclass.config import config_from
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     plan = default_pair_plan(cache, overrides, demo_dir, bite) if announce and progress else None
     if plan: print(plan, flush=True)
@@ -233,7 +233,7 @@ def serve(
     print(f"dropclass explore: {plan} Then the explorer will be served at {url}" if plan else
           f"dropclass explore: starting the server (a few seconds); the explorer will be at {url}", flush=True)
     if checkpoints:
-        from dropclass.train import load_checkpoint
+        from dropclass.checkpoints import load_checkpoint
         for p in checkpoints.values(): load_checkpoint(p)  # a truncated or foreign file fails here, not in the server's page
     Voila = _voila()
     checkpoints = {n: str(Path(p).resolve()) for n, p in (checkpoints or default_checkpoints(cache_dir, announce=False, bite=bite)).items()}

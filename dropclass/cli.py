@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from .conventions import USER_ERRORS, error_line
+
 # %% auto #0
 __all__ = ['EVAL_SETTINGS', 'main']
 
@@ -67,10 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="setting for every run")
     a.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    sub.add_parser("compare", help="baseline against DropClass over seeds, with paired differences and their intervals",
-                   description="Train (or reuse) a baseline and a DropClass run per seed with one preset, read DropClass "
-                               "through both branches, and write each metric's paired difference with its 95 %% interval. "
-                               "Run `dropclass compare --help` for its options.", add_help=False)
+    c = sub.add_parser("compare", help="baseline against DropClass over seeds, with paired differences and their intervals",
+                       description="Train (or reuse) a baseline and a DropClass run per seed with one preset, read DropClass "
+                                   "through both branches, and write each metric's paired difference with its 95 %% interval.")
+    c.add_argument("--preset", default="study", help="training preset of every run (default: study)")
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default: 0 1 2 3 4)")
+    c.add_argument("--jobs", type=int, default=None, help="trainings at a time (default: two on a multi-core CPU, one on a GPU)")
+    c.add_argument("--runs", type=Path, default=None, help="folder of the runs (default: runs/study_<preset>); resumable")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="setting of every run")
+    c.add_argument("--bias-scenes", type=int, default=100, help="val scenes of the I/I* measurement (0: skip it)")
+    c.add_argument("--out", type=Path, default=None, help="output stem: <out>.json and <out>.md (default: <runs>/comparison)")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(parser=c)  # `_compare` reports a bad combination of options as a usage error
 
     sub.add_parser("presets", help="list the training presets", description="List the training presets and their settings.")
 
@@ -103,7 +113,8 @@ def _demo(args) -> int:
 
 
 def _train(args) -> int:
-    from dropclass.train import config_from, parse_overrides, train
+    from dropclass.config import config_from, parse_overrides
+    from dropclass.train import train
     if args.data_root and "data_root" in parse_overrides(args.overrides):
         raise ValueError("give the dataset folder once: --data-root or --set data_root=, not both")
     overrides = (list(args.overrides) + ([f"out_dir={args.out}"] if args.out is not None else []) + (["progress=false"] if args.quiet else [])
@@ -121,12 +132,11 @@ def _train(args) -> int:
 def _eval(args) -> int:
     from dropclass.diagnostics import read_diagnostics
     from dropclass.experiments import evaluate_run
-    from dropclass.train import config_from, labels_for, load_checkpoint, parse_overrides
-    from dataclasses import fields
-
-    from dropclass.train import TrainConfig
-    known = {f.name for f in fields(TrainConfig)}
-    saved = {k: v for k, v in load_checkpoint(args.checkpoint)["config"].items() if k in known}  # as load_model: newer keys ignored
+    from dropclass.build import labels_for
+    from dropclass.checkpoints import load_checkpoint
+    from dropclass.config import config_from, parse_overrides
+    from dropclass.checkpoints import known_settings
+    saved = known_settings(load_checkpoint(args.checkpoint)["config"])  # as load_model: a newer file's extra settings are left out
     changes = parse_overrides(args.overrides)
     if "inference" in changes and saved.get("method") != "dropclass":
         raise ValueError(f"{args.checkpoint} holds a {saved.get('method')} model, which has no drop branch: inference applies to "
@@ -166,7 +176,7 @@ def _explore(args) -> int:
 
 def _ablate(args) -> int:
     from dropclass.ablations import ablation_markdown, run_ablations
-    from dropclass.train import parse_overrides
+    from dropclass.config import parse_overrides
     parse_overrides(args.overrides)  # a malformed item fails before any training
     summary = run_ablations(args.seeds, args.variants, args.runs, args.preset, args.overrides, args.out,
                             progress=not args.quiet)
@@ -174,48 +184,49 @@ def _ablate(args) -> int:
     return 0
 
 
-def _compare(argv) -> int:
-    from dropclass.experiments import compare_main
-    return compare_main(argv)
+def _compare(args) -> int:
+    import os
+    import time
+    from dropclass.config import config_from
+    from dropclass.experiments import compare_methods, default_jobs, write_comparison
+    from dropclass.machine import machine_info
+    if len(args.seeds) < 2: args.parser.error("a comparison needs at least two seeds (five or more to report)")
+    if len(set(args.seeds)) != len(args.seeds): args.parser.error(f"--seeds must differ, got {' '.join(map(str, args.seeds))}")
+    config_from(args.preset, args.overrides)  # a bad preset or setting fails before anything is trained
+    runs = args.runs or Path("runs") / f"study_{args.preset}"
+    t0 = time.perf_counter()
+    result = compare_methods(args.preset, args.seeds, runs, args.overrides, args.jobs, args.bias_scenes, not args.quiet)
+    jobs = args.jobs or default_jobs()
+    meta = {"preset": args.preset, "overrides": args.overrides, "seeds": args.seeds, "bias_scenes": args.bias_scenes,
+            "command": " ".join(["dropclass", *args.argv]),
+            "machine": {**machine_info(threads=max(1, (os.cpu_count() or 2) // jobs)), "trainings_at_a_time": jobs}}
+    print(write_comparison(result, meta, args.out or runs / "comparison", wall_seconds=time.perf_counter() - t0))
+    return 0
 
 
 def _presets(args) -> int:
-    from dropclass.train import PRESETS
+    from dropclass.config import PRESETS
     for name, values in PRESETS.items():
         print(f"{name}:\n  " + "\n  ".join(f"{k} = {v}" for k, v in values.items()))
     return 0
 
 # %% ../nbs/23_cli.ipynb #b7c50009
-_COMMANDS = {"demo": _demo, "train": _train, "eval": _eval, "ablate": _ablate, "presets": _presets, "explore": _explore}
-
-
-def _one_line(e: BaseException) -> str:
-    "The message of an error as one line: a DataLoader worker's error carries the worker's traceback; its last line is the message."
-    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-    if "DataLoader worker process" in text and "Original Traceback" in text:
-        last = [l for l in text.strip().splitlines() if l.strip()][-1].strip()
-        text = last.split(": ", 1)[1] if last.startswith(f"{type(e).__name__}: ") else last
-    return " ".join(str(text).split("\n"))
+_COMMANDS = {"demo": _demo, "train": _train, "eval": _eval, "ablate": _ablate, "compare": _compare, "presets": _presets,
+             "explore": _explore}
 
 
 def main(argv: list[str] | None = None) -> int:
     "The `dropclass` console script."
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["compare"]: command, run = "compare", lambda: _compare(argv[1:])  # its own options (experiments.compare_main)
-    else:
-        args = _parser().parse_args(argv)
-        command, run = args.command, lambda: _COMMANDS[args.command](args)
+    args = _parser().parse_args(argv)
+    args.argv = argv  # the command as typed, for the reports that record it
     try:
-        return run()
-    except (ValueError, OSError, KeyError, ImportError, FloatingPointError) as e:
-        print(f"dropclass {command}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # a failed child training (experiments.TrainingFailed) says all in one line; others keep their traceback
-        if not getattr(e, "one_line", False): raise
-        print(f"dropclass {command}: error: {e}", file=sys.stderr)
+        return _COMMANDS[args.command](args)
+    except USER_ERRORS as e:  # errors a user can fix (conventions.USER_ERRORS, DropClassError among them): one line, exit code 2
+        print(f"dropclass {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ndropclass {command}: interrupted. Checkpoints written so far are complete: run the same command "
+        print(f"\ndropclass {args.command}: interrupted. Checkpoints written so far are complete: run the same command "
               "again to continue from the last one.", file=sys.stderr)
         return 130
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Mapping
 
 import torch
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'check_labels', 'upsample_logits', 'unwrap', 'logits_of', 'device_of', 'dtype_of', 'evaluating',
-           'Option', 'setting', 'check_type']
+__all__ = ['IGNORE_INDEX', 'USER_ERRORS', 'check_labels', 'upsample_logits', 'unwrap', 'logits_of', 'device_of', 'dtype_of',
+           'evaluating', 'Option', 'setting', 'check_type', 'check_settings', 'DropClassError', 'error_line']
 
 # %% ../nbs/09_conventions.ipynb #c0a10006
 IGNORE_INDEX = 255  # the default label value of unlabelled pixels (Cityscapes trainIds, Pascal VOC borders)
@@ -106,6 +106,7 @@ class Option:
     low_open: bool = False  # exclude `low` itself
     high_open: bool = False  # exclude `high` itself
     rule: Callable[[Any], str | None] | None = None  # a further check: returns what is wrong, or None
+    fixed: bool = False  # set once, when the object it configures is built (e.g. the shape of a layer); not changed after
 
     def check(self, name: str, value):
         "`value`, converted to `kind` (a list to a tuple, an int to a float); a one-line `ValueError` naming `name` otherwise."
@@ -164,3 +165,33 @@ def check_type(name: str, value, kind: str):
         if len(parts) != len(value): raise ValueError(f"{name} must have {len(parts)} elements ({kind}); got {value!r}")
         return tuple(check_type(f"{name}[{i}]", v, p) for i, (v, p) in enumerate(zip(value, parts)))
     raise TypeError(f"check_type does not know the annotation {kind!r} of {name}")
+
+def check_settings(obj) -> None:
+    """Check and normalise, in place, every field of a dataclass declared with `setting` (frozen ones too): one line naming
+    the first bad field. A field whose default is itself a dataclass of settings also takes a dict of its fields."""
+    for f in fields(obj):
+        option, value = f.metadata.get("option"), getattr(obj, f.name)
+        if option is None: continue
+        if is_dataclass(option.default):  # a nested group of settings: its own class checks its fields
+            kind = type(option.default)
+            if isinstance(value, dict): value = kind(**value)
+            if not isinstance(value, kind):
+                raise ValueError(f"{f.name} must be a {kind.__name__} value (or a dict of its fields); got {type(value).__name__}")
+        else: value = option.check(f.name, check_type(f.name, value, f.type))
+        object.__setattr__(obj, f.name, value)
+
+# %% ../nbs/09_conventions.ipynb #418c1f62
+class DropClassError(ValueError):
+    "An error the user can fix, whose message says how: the command line prints it as one line (exit code 2)."
+
+
+USER_ERRORS = (ValueError, OSError, KeyError, ImportError, FloatingPointError)  # printed as one line, not a traceback
+
+
+def error_line(e: BaseException) -> str:
+    "The message of an error as one line: a DataLoader worker's error carries the worker's traceback; its last line is the message."
+    text = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+    if "DataLoader worker process" in text and "Original Traceback" in text:
+        last = [l for l in text.strip().splitlines() if l.strip()][-1].strip()
+        text = last.split(": ", 1)[1] if last.startswith(f"{type(e).__name__}: ") else last
+    return " ".join(str(text).split("\n"))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields, replace
 from typing import Callable, NamedTuple
 
 import torch
@@ -14,12 +15,13 @@ from fastcore.basics import patch
 from torch import Tensor
 
 from .adapters import FeaturesClassifier, check_classifier, convert_head_to_1x1, find_adapter
-from .conventions import Option, check_labels, upsample_logits
+from .conventions import Option, check_labels, check_settings, setting, upsample_logits
 from .features import AVERAGES, class_features, drop_average, dropped_features, sample_drop
 from .importance import conv1x1_importance, region_weights, upsample_adjoint
 
 # %% auto #0
-__all__ = ['IMPORTANCES', 'FORMS', 'INFERENCES', 'NORMS', 'DROPCLASS_OPTIONS', 'DropClassOutput', 'compensation', 'DropClass']
+__all__ = ['IMPORTANCES', 'FORMS', 'INFERENCES', 'NORMS', 'DROPCLASS_OPTIONS', 'DropClassOptions', 'DropClassOutput',
+           'compensation', 'DropClass']
 
 # %% ../nbs/05_dropclass.ipynb #45ea0005
 IMPORTANCES = ("weight", "class")  # S^c = W_c (official), or Eq. 1 over the pixels of class c (text)
@@ -31,26 +33,47 @@ NORMS = ("batch", "group", "none")  # normalisation of the compensating layer
 def _odd(k: int) -> str | None: return None if k % 2 == 1 else "must be an odd kernel size"
 
 
-DROPCLASS_OPTIONS: dict[str, Option] = {  # every option of DropClass: default (the official code's), accepted values, meaning
-    "drop_prob": Option(1.0, "probability p of dropping a class per training batch; a schedule ramps it (DropSchedule)",
-                        kind="float", low=0.0, high=1.0),
-    "compensation_kernel": Option(1, "kernel size of the compensating conv (official: 1)", kind="int", low=1, rule=_odd),
-    "compensation_norm": Option("batch", "its normalisation: 'batch' (official), 'group' (small per-device batches) or 'none'",
-                                kind="str", choices=NORMS),
-    "compensation_momentum": Option(0.01, "momentum of its BatchNorm's running statistics (official 0.01; PyTorch's 0.1)",
-                                    kind="float", low=0.0, low_open=True, high=1.0),
-    "compensation_init_std": Option(0.001, "its conv weights start as N(0, std), bias 0 (official); None: PyTorch's init",
-                                    kind="float | None", low=0.0, low_open=True),
-    "average": Option("kept", "Eq. 4 denominator: 'kept' classes (official) or 'all' |C| (paper)", kind="str", choices=AVERAGES),
-    "importance": Option("weight", "S^c: 'weight' = W_c (official) or 'class' = Eq. 1 over the pixels of c", kind="str",
-                         choices=IMPORTANCES),
-    "detach_importance": Option(False, "stop gradients through S^c (official: False)", kind="bool"),
-    "inference": Option("drop", "eval-mode prediction: the 'drop' branch with nothing dropped (official) or 'plain' h(A)",
-                        kind="str", choices=INFERENCES),
-    "form": Option("closed", "Eq. 2-4 in 'closed' form, or the 'reference' form with every A^c materialised", kind="str",
-                   choices=FORMS),
-}
-_D = {name: option.default for name, option in DROPCLASS_OPTIONS.items()}  # the defaults, for the signatures below
+@dataclass(frozen=True)
+class DropClassOptions:
+    """Every option of DropClass, declared once: its default (the official code's), the values it accepts, its meaning.
+    Checked when built; `DropClass`, `compensation` and `TrainConfig` all take one."""
+    average: str = setting("kept", "Eq. 4 denominator: 'kept' classes (official) or 'all' |C| (paper)", choices=AVERAGES)
+    importance: str = setting("weight", "S^c: 'weight' = W_c (official) or 'class' = Eq. 1 over the pixels of c",
+                              choices=IMPORTANCES)
+    detach_importance: bool = setting(False, "stop gradients through S^c (official: False)")
+    inference: str = setting("drop", "eval-mode prediction: the 'drop' branch with nothing dropped (official) or 'plain' "
+                             "h(A)", choices=INFERENCES)
+    compensation_kernel: int = setting(1, "kernel size of the compensating conv (official: 1)", low=1, rule=_odd, fixed=True)
+    compensation_norm: str = setting("batch", "its normalisation: 'batch' (official), 'group' (small per-device batches) or "
+                                     "'none'", choices=NORMS, fixed=True)
+    compensation_momentum: float = setting(0.01, "momentum of its BatchNorm's running statistics (official 0.01; PyTorch's "
+                                           "0.1)", low=0.0, low_open=True, high=1.0, fixed=True)
+    compensation_init_std: float | None = setting(0.001, "its conv weights start as N(0, std), bias 0 (official); None: "
+                                                  "PyTorch's init", low=0.0, low_open=True, fixed=True)
+    form: str = setting("closed", "Eq. 2-4 in 'closed' form, or the 'reference' form with every A^c materialised",
+                        choices=FORMS)
+    drop_prob: float = setting(1.0, "probability p of dropping a class per training batch; a schedule ramps it "
+                               "(DropSchedule)", low=0.0, high=1.0)
+
+    def __post_init__(self): check_settings(self)
+
+    def replace(self, **changes) -> DropClassOptions:
+        "A copy with `changes` (checked); an unknown name is an error that lists the options."
+        unknown = sorted(set(changes) - set(DROPCLASS_OPTIONS))
+        if unknown: raise TypeError(f"DropClass has no option {', '.join(map(repr, unknown))}; its options: "
+                                    f"{', '.join(DROPCLASS_OPTIONS)}")
+        return replace(self, **changes)
+
+
+DROPCLASS_OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(DropClassOptions)}  # name -> Option
+
+
+def _options(options: DropClassOptions | None, changes: dict) -> DropClassOptions:
+    "`options` (default: the official ones) with `changes` by name."
+    if options is not None and not isinstance(options, DropClassOptions):
+        raise TypeError(f"options must be a DropClassOptions, got {type(options).__name__}; pass single options by name, "
+                        "e.g. DropClass(model, average='all')")
+    return (options or DropClassOptions()).replace(**changes)
 
 
 def _identity(t: Tensor) -> Tensor: return t
@@ -66,19 +89,17 @@ class DropClassOutput(NamedTuple):
 
 def compensation(
     channels: int,  # K, channels of the feature map
-    kernel_size: int = _D["compensation_kernel"],  # 1 in the official code
-    norm: str = _D["compensation_norm"],  # "batch" (official), "group" (32 groups or fewer) or "none"
-    momentum: float = _D["compensation_momentum"],  # BatchNorm momentum of the running statistics (official: 0.01)
-    init_std: float | None = _D["compensation_init_std"],  # conv weights ~ N(0, init_std), bias 0; None: PyTorch's init
+    options: DropClassOptions | None = None,  # its compensation_* options (default: the official ones)
+    **changes,  # single options by name, e.g. compensation_norm="group"
 ) -> nn.Sequential:
     "The compensating layer after Eq. 4: Conv2d(K, K) with bias, a normalisation (BatchNorm2d officially), ReLU."
-    for name, value in (("kernel", kernel_size), ("norm", norm), ("momentum", momentum), ("init_std", init_std)):
-        DROPCLASS_OPTIONS[f"compensation_{name}"].check(f"compensation_{name}", value)
-    conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True)
-    if init_std is not None: nn.init.normal_(conv.weight, 0.0, init_std); nn.init.zeros_(conv.bias)
+    o = _options(options, changes)
+    k, std = o.compensation_kernel, o.compensation_init_std
+    conv = nn.Conv2d(channels, channels, k, padding=k // 2, bias=True)
+    if std is not None: nn.init.normal_(conv.weight, 0.0, std); nn.init.zeros_(conv.bias)
     layers = [conv]
-    if norm == "batch": layers.append(nn.BatchNorm2d(channels, momentum=momentum))
-    if norm == "group": layers.append(nn.GroupNorm(math.gcd(32, channels), channels))
+    if o.compensation_norm == "batch": layers.append(nn.BatchNorm2d(channels, momentum=o.compensation_momentum))
+    if o.compensation_norm == "group": layers.append(nn.GroupNorm(math.gcd(32, channels), channels))
     return nn.Sequential(*layers, nn.ReLU(inplace=True))
 
 # %% ../nbs/05_dropclass.ipynb #45ea0007
@@ -88,20 +109,12 @@ class DropClass(nn.Module):
     def __init__(
         self,
         model: nn.Module | None = None,  # smp or torchvision segmentation model (or anything with a registered adapter)
+        options: DropClassOptions | None = None,  # every option at once (default: the official code's)
         *,
         features: nn.Module | None = None,  # instead of `model`: x -> A (B, K, h1, w1) ...
         classifier: nn.Module | None = None,  # ... and a 1x1 nn.Conv2d(K, C)
-        drop_prob: float = _D["drop_prob"],  # probability p of dropping a class per batch; a schedule ramps it (`DropSchedule`)
-        compensation_kernel: int = _D["compensation_kernel"],  # kernel size of the compensating conv (official: 1)
-        compensation_norm: str = _D["compensation_norm"],  # its normalisation: "batch" (official), "group" or "none"
-        compensation_momentum: float = _D["compensation_momentum"],  # momentum of its BatchNorm (official: 0.01)
-        compensation_init_std: float | None = _D["compensation_init_std"],  # its conv weights ~ N(0, std); None: PyTorch's
-        average: str = _D["average"],  # Eq. 4 denominator: "kept" (official) or "all" (paper)
-        importance: str = _D["importance"],  # S^c: "weight" = W_c (official) or "class" = Eq. 1 over the pixels of c
-        detach_importance: bool = _D["detach_importance"],  # stop gradients through S^c (official: False)
-        inference: str = _D["inference"],  # eval-mode prediction: "drop" branch, nothing dropped (official), or "plain" h(A)
         convert_head: bool = False,  # replace a k x k classifier with a 1x1 one (`convert_head_to_1x1`)
-        form: str = _D["form"],  # Eq. 2-4 in "closed" form (always for training) or as the "reference" form (comparisons)
+        **changes,  # single options by name on top of `options`, e.g. average="all" (see `DropClassOptions`)
     ):
         super().__init__()
         if (model is None) == (features is None and classifier is None):
@@ -109,26 +122,36 @@ class DropClass(nn.Module):
         if model is None:
             if features is None or classifier is None: raise TypeError("pass both features= and classifier=")
             model = FeaturesClassifier(features, classifier)
-        options = dict(average=average, importance=importance, detach_importance=detach_importance, inference=inference,
-                       form=form)
-        for name, value in options.items(): setattr(self, name, DROPCLASS_OPTIONS[name].check(name, value))
+        self._options = _options(options, changes)
         self.adapter = find_adapter(model)
         if convert_head: convert_head_to_1x1(model)
         cls = check_classifier(self.adapter.get_classifier(model))
         self.model = model
         self.num_classes, self.channels = cls.out_channels, cls.in_channels
-        self.drop_prob = drop_prob
-        self.compensate = compensation(self.channels, compensation_kernel, compensation_norm, compensation_momentum,
-                                       compensation_init_std).to(cls.weight.device, cls.weight.dtype)  # where the model is
+        self.compensate = compensation(self.channels, self._options).to(cls.weight.device, cls.weight.dtype)  # where the model is
         self.generator: torch.Generator | None = None  # random stream of the dropped class (default: torch's global one)
 
     @property
-    def drop_prob(self) -> float:
-        "Probability p of dropping a class in a training batch (Eq. 3)."
-        return self._drop_prob
+    def options(self) -> DropClassOptions:
+        "The model's options; each one is also an attribute (`model.inference`), checked when it is set."
+        return self._options
 
-    @drop_prob.setter
-    def drop_prob(self, p: float): self._drop_prob = DROPCLASS_OPTIONS["drop_prob"].check("drop_prob", p)
+    def __getattr__(self, name: str):
+        "`model.<option>` reads the option; any other name goes to nn.Module's lookup of parameters and submodules."
+        if name in DROPCLASS_OPTIONS and "_options" in self.__dict__: return getattr(self.__dict__["_options"], name)
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        "`model.<option> = value` checks the value (an option fixed at build time refuses); other names as nn.Module."
+        if name in DROPCLASS_OPTIONS:
+            if DROPCLASS_OPTIONS[name].fixed:
+                raise ValueError(f"{name} is fixed when DropClass is built (it shapes the compensating layer): build a new "
+                                 f"model, DropClass(model, model.options.replace({name}=...))")
+            name, value = "_options", self._options.replace(**{name: value})
+        super().__setattr__(name, value)
+
+    def __dir__(self):
+        return [*super().__dir__(), *DROPCLASS_OPTIONS]  # the options complete in Jupyter like attributes
 
     @property
     def classifier(self) -> nn.Conv2d:
@@ -149,6 +172,7 @@ class DropClass(nn.Module):
     def extra_repr(self) -> str:
         return (f"classes={self.num_classes}, channels={self.channels}, drop_prob={self.drop_prob}, average={self.average!r}, "
                 f"importance={self.importance!r}, detach_importance={self.detach_importance}, inference={self.inference!r}")
+
 
 # %% ../nbs/05_dropclass.ipynb #45ea0009
 @patch

@@ -19,11 +19,13 @@ from .data.transforms import denormalize, eval_transforms
 from .tables import comparison_table
 from .core import DropClass
 from .diagnostics import diagnostics_figure, read_diagnostics
-from .experiments import METHODS, evaluate_run, run_history, train_runs
-from .train import config_from, dataset_for, labels_for, load_model, parse_overrides, read_json
+from .experiments import PAIR, evaluate_run, run_history, train_runs
+from .build import dataset_for, labels_for
+from .checkpoints import load_model, read_json
+from .config import config_from, parse_overrides
 
 # %% auto #0
-__all__ = ['DEMO_METHODS', 'loss_figure', 'iou_figure', 'predictions_figure', 'LiveLoss', 'write_report', 'run_demo']
+__all__ = ['loss_figure', 'iou_figure', 'predictions_figure', 'LiveLoss', 'write_report', 'run_demo']
 
 # %% ../nbs/22_demo.ipynb #5ea20006
 def loss_figure(runs: dict[str, Path]) -> Figure:
@@ -191,9 +193,6 @@ def _markdown(summary, tables, files, cfg, names) -> str:
     return "\n".join(lines)
 
 # %% ../nbs/22_demo.ipynb #5ea20015
-DEMO_METHODS = METHODS  # the demo trains the pair every comparison trains (experiments.METHODS)
-
-
 def run_demo(
     out: str | Path = "runs/demo",  # folder for the two runs and the report
     quick: bool = False,  # the demo-quick preset: the whole pipeline in under two minutes, too short to compare methods
@@ -209,7 +208,7 @@ def run_demo(
         raise ValueError(f"the demo sets {', '.join(owned)} itself (it trains both methods, in <out>/<method>, with --seed); "
                          "use dropclass train for a single run")
     cfgs = {m: config_from("demo-quick" if quick else "demo", [*(overrides or []), f"method={m}", f"out_dir={out / m}",
-                                                               f"seed={seed}", f"progress={progress}"]) for m in DEMO_METHODS}
+                                                               f"seed={seed}", f"progress={progress}"]) for m in PAIR}
     if progress:
         for m, c in cfgs.items():
             done = (Path(c.out_dir) / "metrics.json").is_file()

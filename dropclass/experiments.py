@@ -5,7 +5,6 @@
 # %% ../nbs/26_experiments.ipynb #e7a10002
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -14,25 +13,27 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .core import DROPCLASS_OPTIONS, DropClass
+from .conventions import DropClassError
+from .core import DropClass
 from .data.io import atomic_write_bytes
 from .diagnostics import read_diagnostics
 from .machine import machine_info, machine_line
 from .metrics import miou, paired_difference
-from .train import (Dist, TrainConfig, config_from, dataset_for, diagnose_split, evaluate_split, labels_for,
-                             load_checkpoint, load_model, needs_stats, parse_overrides, read_history, read_json, resolve_device, settings_changed, split_summary, train,
-                             training_stats)
+from .build import dataset_for, labels_for, needs_stats, training_stats
+from .checkpoints import load_checkpoint, load_model, read_history, read_json
+from .config import TrainConfig, config_from, parse_overrides, settings_changed
+from .distributed import Dist, resolve_device
+from .train import diagnose_split, evaluate_split, split_summary, train
 
 # %% auto #0
-__all__ = ['METHODS', 'run_history', 'share_class_stats', 'default_jobs', 'TrainingFailed', 'training_estimate', 'check_reusable',
-           'train_runs', 'evaluate_run', 'seed_summary', 'compare_methods', 'comparison_markdown', 'compare_main']
+__all__ = ['PAIR', 'run_history', 'share_class_stats', 'default_jobs', 'TrainingFailed', 'training_estimate', 'check_reusable',
+           'train_runs', 'evaluate_run', 'seed_summary', 'compare_methods', 'comparison_markdown', 'write_comparison']
 
 # %% ../nbs/26_experiments.ipynb #e7a10005
 def run_history(run: str | Path) -> list[dict]:
@@ -77,9 +78,8 @@ def _exit_on_sigterm():
     finally: signal.signal(signal.SIGTERM, previous)
 
 
-class TrainingFailed(RuntimeError):
+class TrainingFailed(DropClassError):
     "A training started in a child process failed; the message is its last line of output and where the rest is."
-    one_line = True  # the command line prints it as one line, without a traceback
 
 
 def _duration(seconds: float) -> str:
@@ -132,9 +132,9 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
                     name, cfg = todo.pop(0)
                     folder = Path(cfg.out_dir)
                     folder.mkdir(parents=True, exist_ok=True)
-                    atomic_write_bytes(folder / "config.json", json.dumps(asdict(cfg), indent=2).encode())
+                    atomic_write_bytes(folder / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
                     log = (folder / "train.log").open("a")
-                    cmd = [sys.executable, "-m", "dropclass.cli", "train", "--config", str(folder / "config.json"), "--set", "progress=false"]
+                    cmd = [sys.executable, "-m", "dropclass.train", str(folder / "config.json"), "progress=false"]  # train.worker_main
                     running[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, folder)
                 time.sleep(1.0)
                 histories = {}
@@ -214,11 +214,11 @@ def evaluate_run(
     if cache is not None and Path(cache).is_file(): return json.loads(Path(cache).read_text())
     model, cfg = load_model(checkpoint)
     changes = parse_overrides(overrides)
-    cfg = config_from(None, {**asdict(cfg), **changes, "progress": progress})
+    cfg = config_from(None, {**cfg.to_dict(), **changes, "progress": progress})
     if inference is not None:
         if not isinstance(model, DropClass): raise ValueError(f"{checkpoint} holds a {type(model).__name__}, which has no drop branch to choose")
-        model.inference = DROPCLASS_OPTIONS["inference"].check("inference", inference)
-    elif isinstance(model, DropClass): model.inference = cfg.inference
+        model.inference = inference  # a checked property: a bad value is refused here
+    elif isinstance(model, DropClass): model.inference = cfg.dropclass.inference
     device = resolve_device(cfg.device)
     model, labels, out = model.to(device), labels_for(cfg), {}
     for split in splits or [cfg.val_split, *cfg.eval_splits]:
@@ -229,7 +229,7 @@ def evaluate_run(
     return out
 
 # %% ../nbs/26_experiments.ipynb #e7a1000c
-METHODS = ("baseline", "dropclass")  # the pair every comparison trains: the demo, `compare`, the studies
+PAIR = ("baseline", "dropclass")  # the pair every comparison trains: the demo, `compare`, the studies
 
 
 def _bias(runs: Path, seeds: list[int], scenes: int) -> dict:
@@ -294,21 +294,21 @@ def compare_methods(
     if len(set(seeds)) != len(seeds): raise ValueError(f"seeds must differ, got {' '.join(map(str, seeds))}: a repeated seed is the same run twice")
     runs = Path(runs) if runs is not None else Path("runs") / f"study_{preset}"
     cfgs = {(s, m): config_from(preset, [*overrides, f"method={m}", f"seed={s}", f"out_dir={runs / f'seed{s}' / m}",
-                                         f"progress={progress}"]) for s in seeds for m in METHODS}
+                                         f"progress={progress}"]) for s in seeds for m in PAIR}
     t0 = time.perf_counter()
     named = {f"seed{s}/{m}": c for (s, m), c in cfgs.items()}
     check_reusable(named)  # every seed's runs before anything trains
     share_class_stats(named)
     jobs = default_jobs() if jobs is None else jobs
-    per_group = max(1, jobs // len(METHODS))  # seeds trained together: as many as fill the `jobs` slots
+    per_group = max(1, jobs // len(PAIR))  # seeds trained together: as many as fill the `jobs` slots
     metrics, per_seed, diagnostics = {}, {}, {}
     for k in range(0, len(seeds), per_group):
         # seed by seed: each seed is read through both branches and on I* as soon as its runs are trained, so that a
         # study stopped part way keeps every finished seed in its caches (plain.json, bias_<scenes>.json)
         group = seeds[k:k + per_group]
-        metrics.update(train_runs({f"seed{s}/{m}": cfgs[(s, m)] for s in group for m in METHODS}, jobs, progress, prepared=True))
+        metrics.update(train_runs({f"seed{s}/{m}": cfgs[(s, m)] for s in group for m in PAIR}, jobs, progress, prepared=True))
         for s in group:
-            m = {meth: metrics[f"seed{s}/{meth}"] for meth in METHODS}
+            m = {meth: metrics[f"seed{s}/{meth}"] for meth in PAIR}
             splits = list(m["baseline"]["splits"])
             plain = evaluate_run(runs / f"seed{s}" / "dropclass" / "last.pt", splits, inference="plain",
                                  cache=runs / f"seed{s}" / "dropclass" / "plain.json")
@@ -369,36 +369,14 @@ def comparison_markdown(result: dict, labels, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare_main(argv: list[str] | None = None, prog: str = "dropclass compare", default_out: str | Path | None = None) -> int:
-    "The command line of `compare_methods`: `dropclass compare --preset study --seeds 0 1 2 3 4 --jobs 2`."
-    p = argparse.ArgumentParser(prog=prog, description="Baseline against DropClass over seeds: train (or reuse) every run, "
-                                "evaluate both branches, and write the paired differences with their 95 % intervals.")
-    p.add_argument("--preset", default="study", help="training preset of every run (default: study)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (default: 0 1 2 3 4)")
-    p.add_argument("--jobs", type=int, default=None, help="trainings at a time (default: two on a multi-core CPU, one on a GPU)")
-    p.add_argument("--runs", type=Path, default=None, help="folder of the runs (default: runs/study_<preset>); resumable")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="setting of every run")
-    p.add_argument("--bias-scenes", type=int, default=100, help="val scenes of the I/I* measurement (0: skip it)")
-    p.add_argument("--out", type=Path, default=None, help="output stem: <out>.json and <out>.md (default: <runs>/comparison)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    if len(args.seeds) < 2: p.error("a comparison needs at least two seeds (five or more to report)")
-    if len(set(args.seeds)) != len(args.seeds): p.error(f"--seeds must differ, got {' '.join(map(str, args.seeds))}")
-    config_from(args.preset, args.overrides)  # a bad preset or setting fails before anything is trained
-    runs = args.runs or Path("runs") / f"study_{args.preset}"
-    t0 = time.perf_counter()
-    result = compare_methods(args.preset, args.seeds, runs, args.overrides, args.jobs, args.bias_scenes, not args.quiet)
-    jobs = args.jobs or default_jobs()
-    meta = {"preset": args.preset, "overrides": args.overrides, "seeds": args.seeds, "bias_scenes": args.bias_scenes,
-            "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
-            "machine": {**machine_info(threads=max(1, (os.cpu_count() or 2) // jobs)), "trainings_at_a_time": jobs}}
-    stem = args.out or Path(default_out or runs / "comparison")
+def write_comparison(result: dict, meta: dict, stem: str | Path, wall_seconds: float | None = None) -> str:
+    """Write a seed comparison as <stem>.json (`meta`, then the result) and <stem>.md, atomically; return the report.
+    `meta` holds what the report names: preset, overrides, seeds, bias_scenes, command and (optionally) machine."""
+    stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    labels = labels_for(config_from(None, {k: v for k, v in result["config"].items()}))
-    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps({**meta, **result, "wall_seconds": round(time.perf_counter() - t0, 1)},
-                                                              indent=2) + "\n").encode())
-    md = comparison_markdown(result, labels, meta)
+    doc = {**meta, **result, **({"wall_seconds": round(wall_seconds, 1)} if wall_seconds is not None else {})}
+    atomic_write_bytes(stem.with_suffix(".json"), (json.dumps(doc, indent=2) + "\n").encode())
+    md = comparison_markdown(result, labels_for(config_from(None, result["config"])), meta)
     atomic_write_bytes(stem.with_suffix(".md"), md.encode())
-    print(md)
-    print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
-    return 0
+    return md
+

@@ -622,7 +622,7 @@ def _accuracy(pred: np.ndarray, gt: np.ndarray, ignore_index: int) -> float:
 # %% ../nbs/34_explorer.ipynb #20140038
 def explorer_dataset(cfg, split: str | None = None, length: int | None = 100):
     "The scenes of a training config's dataset to explore: its val split (or `split`) with `eval_transforms`."
-    from dropclass.train import dataset_for
+    from dropclass.build import dataset_for
     return dataset_for(cfg, split or cfg.val_split, eval_transforms(), length)
 
 
@@ -636,7 +636,7 @@ def from_checkpoints(
     **kwargs,  # passed on to `ClassDropExplorer`
 ) -> ClassDropExplorer:
     "An explorer of the models in `checkpoints`, on the data of the first one."
-    from dropclass.train import load_model
+    from dropclass.checkpoints import load_model
     if not checkpoints: raise ValueError("give at least one checkpoint")
     loaded = {name: load_model(path, device) for name, path in checkpoints.items()}
     cfg = next(iter(loaded.values()))[1]

@@ -117,7 +117,8 @@ def probe_head(
         raise ValueError(f"norm={norm!r} needs a compensation BatchNorm, and this model has none; use 'group' or 'none'")
     if norm in ("group", "none"):
         conv = head.compensate[0]
-        new = compensation(head.channels, conv.kernel_size[0], norm, init_std=None).to(conv.weight.device, conv.weight.dtype)
+        new = compensation(head.channels, compensation_kernel=conv.kernel_size[0], compensation_norm=norm,
+                           compensation_init_std=None).to(conv.weight.device, conv.weight.dtype)
         new[0].load_state_dict(conv.state_dict())
         head.compensate = new
     for p in head.parameters(): p.requires_grad_(False)

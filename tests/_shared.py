@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from dropclass.train import load_checkpoint
+from dropclass.checkpoints import load_checkpoint
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]

@@ -6,7 +6,7 @@ import pytest
 
 from dropclass.ablations import ABLATIONS, ablation_config, ablation_markdown, run_variant, summarise_ablations
 from dropclass.cli import main as cli
-from dropclass.train import load_checkpoint
+from dropclass.checkpoints import load_checkpoint
 
 
 def test_every_variant_differs_from_the_preset_only_where_it_says():

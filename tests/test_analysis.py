@@ -24,7 +24,7 @@ from dropclass.data.synthetic import SyntheticStreets
 from dropclass.data.transforms import eval_transforms
 from dropclass.data.unbiased import ErasedClass
 from dropclass.metrics import evaluate, miou
-from dropclass.train import tiny_net
+from dropclass.build import tiny_net
 
 NAN = float("nan")
 SIZE = (64, 128)

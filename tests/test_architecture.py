@@ -15,7 +15,8 @@ LAYERS = {  # module (or package prefix) -> layer; a module may import only from
     "conventions": 0, "exercises": 0, "machine": 0,
     "importance": 1, "features": 1, "losses": 1, "data": 1, "plotting": 1,
     "adapters": 2, "core": 2, "models": 2, "metrics": 2, "tables": 2, "diagnostics": 2,
-    "train": 3, "analysis": 3, "explorer": 3, "schedule_widget": 3, "probe": 3,
+    "methods": 3, "config": 3, "distributed": 3, "sampling": 3, "build": 3, "checkpoints": 3, "train": 3,
+    "analysis": 3, "explorer": 3, "schedule_widget": 3, "probe": 3,
     "experiments": 4, "demo": 4, "ablations": 4,
     "app": 5, "cli": 5,
 }
@@ -29,12 +30,12 @@ def layer(module: str) -> int:
     return LAYERS[top]
 
 
-def imports(module: str) -> set[str]:
-    "The dropclass modules that `module` imports (at the top or inside functions), as names relative to the package."
-    path = ROOT / (module.replace(".", "/") + ".py")
+def imports_in(source: str, module: str) -> set[str]:
+    """The dropclass modules that `source` (the text of dropclass.<module>) imports, at the top or inside functions, and
+    those it starts as a process (`[sys.executable, "-m", "dropclass.train", ...]`): names relative to the package."""
     package = module.split(".")[:-1]
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             if node.level: base = package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
             elif node.module and node.module.split(".")[0] == "dropclass": base = node.module.split(".")[1:]
@@ -45,7 +46,15 @@ def imports(module: str) -> set[str]:
                 out.add(sub if sub in MODULES else name)
         elif isinstance(node, ast.Import):
             out |= {a.name[len("dropclass."):] for a in node.names if a.name.startswith("dropclass.")}
+        elif isinstance(node, (ast.List, ast.Tuple)):  # a child process: "-m", "dropclass.<module>"
+            items = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+            out |= {b[len("dropclass."):] for a, b in zip(items, items[1:])
+                    if a == "-m" and isinstance(b, str) and b.startswith("dropclass.")}
     return {m for m in out if m and m in MODULES and m != module}
+
+
+def imports(module: str) -> set[str]:
+    return imports_in((ROOT / (module.replace(".", "/") + ".py")).read_text(), module)
 
 
 def test_every_module_has_a_layer():
@@ -88,6 +97,20 @@ def test_the_checker_catches_an_upward_import_and_a_cycle():
     assert layer("data.labels") < layer("train")
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    child = 'cmd = [sys.executable, "-m", "dropclass.cli", "train"]\nsubprocess.run(("python", "-m", "dropclass.demo"))'
+    assert imports_in(child, "experiments") == {"cli", "demo"}  # a process started with -m counts as an import
+    assert imports_in('from .train import train\nx = ["-m", "numpy"]', "experiments") == {"train"}
+
+
+EXEMPT_FROM_SIZE = {"data.synthetic"}  # the painter of the synthetic scenes: one drawing routine per class
+MAX_LINES = 400
+
+
+def test_no_module_is_a_warehouse():
+    "Each module does one job, small enough to read in one sitting."
+    long = {m: n for m in MODULES if m not in EXEMPT_FROM_SIZE
+            and (n := len((ROOT / (m.replace(".", "/") + ".py")).read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}; split them by job"
 
 
 def test_conventions_are_defined_once_and_imported_from_the_ground_floor():

@@ -5,9 +5,10 @@ from dataclasses import fields
 import pytest
 
 import dropclass.data.datasets as datasets
-import dropclass.train as train_module
-from dropclass.core import DROPCLASS_OPTIONS, DropClass
-from dropclass.train import TrainConfig, config_from, dropclass_options, train
+import dropclass.build as build_module
+from dropclass.core import DROPCLASS_OPTIONS, DropClass, DropClassOptions
+from dropclass.config import TrainConfig, config_from
+from dropclass.train import train
 
 WRONG_TYPE = {"str": 3, "int": "three", "float": "fast", "bool": "maybe", "dict": [1, 2], "tuple": 5}
 RULES = {  # fields whose accepted values are not a type, a range or a list of choices: a value the rule refuses
@@ -50,7 +51,7 @@ def no_data(monkeypatch):
     "Reading any dataset fails the test: the checks must come first."
     def touched(*a, **k): raise AssertionError("a dataset was opened before the settings were checked")
     monkeypatch.setattr(datasets, "get_dataset", touched)
-    monkeypatch.setattr(train_module, "open_dataset", touched)
+    monkeypatch.setattr(build_module, "open_dataset", touched)
 
 
 @pytest.mark.parametrize("name, kind, value", CASES, ids=[f"{n}-{k}" for n, k, _ in CASES])
@@ -83,17 +84,21 @@ def test_good_values_pass_and_are_normalised():
 
 
 def test_dropclass_options_have_one_source():
-    "TrainConfig's DropClass fields take their default and their check from DROPCLASS_OPTIONS, as DropClass does."
-    by_name = {f.name: f for f in fields(TrainConfig)}
+    "DropClass, compensation and TrainConfig all take one DropClassOptions value; its fields are the only defaults."
+    assert list(DROPCLASS_OPTIONS) == [f.name for f in fields(DropClassOptions)]
+    cfg = TrainConfig()
+    assert isinstance(cfg.dropclass, DropClassOptions) and cfg.dropclass == DropClassOptions()
+    assert not {f.name for f in fields(TrainConfig)} & set(DROPCLASS_OPTIONS)  # no option restated as a config field
     for name, option in DROPCLASS_OPTIONS.items():
-        if name == "drop_prob": continue  # set by the schedule (p_max), not a config field
-        assert by_name[name].metadata["option"] is option and by_name[name].default == option.default
-        assert DropClass.__init__.__kwdefaults__[name] == option.default
-    assert set(dropclass_options(TrainConfig())) == set(DROPCLASS_OPTIONS) - {"drop_prob"}
+        assert getattr(DropClassOptions(), name) == option.default
+    cfg = config_from("tiny", ["average=all", "inference=branch"])
+    assert (cfg.dropclass.average, cfg.dropclass.inference) == ("all", "branch")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # the flat form (old config files) round-trips
+    with pytest.raises(ValueError, match="average"): DropClassOptions(average="sometimes")
 
 
 def test_overrides_are_split_in_one_place():
-    from dropclass.train import parse_overrides
+    from dropclass.config import parse_overrides
     assert parse_overrides(["lr=0.01", " seed =3", "data_root=a=b"]) == {"lr": "0.01", "seed": "3", "data_root": "a=b"}
     assert parse_overrides({"lr": 0.1}) == {"lr": 0.1} and parse_overrides(None) == {} and parse_overrides([]) == {}
     with pytest.raises(ValueError, match="written KEY=VALUE"): parse_overrides(["lr"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from _shared import scaled
-from dropclass.train import config_from
+from dropclass.config import config_from
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -30,7 +30,9 @@ from dropclass.app import default_checkpoints, default_explorer
 from dropclass.explorer import ClassDropExplorer, ExploreState, as_dropclass, explore_state, explorer_dataset
 from dropclass.features import class_features
 from dropclass.importance import conv1x1_importance, gradcam, importance_scores, region_weights
-from dropclass.train import config_from, load_model, train
+from dropclass.checkpoints import load_model
+from dropclass.config import config_from
+from dropclass.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

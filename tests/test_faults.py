@@ -14,13 +14,18 @@ from PIL import Image
 
 from _shared import Stop, free_port, stop_at, weights
 import dropclass.data.io as io_module
+import dropclass.build as build_module
+import dropclass.checkpoints as checkpoints_module
 import dropclass.train as train_module
 from dropclass.cli import main as cli
 from dropclass.core import DropClass
 from dropclass.losses import DropClassLoss, DropSchedule
 from dropclass.data.datasets import CityscapesSegmentation
 from dropclass.data.synthetic import write_synthetic
-from dropclass.train import build_model, config_from, load_checkpoint, load_model, prepare_run, save_checkpoint, train
+from dropclass.build import build_model
+from dropclass.checkpoints import load_checkpoint, load_model, save_checkpoint
+from dropclass.config import config_from
+from dropclass.train import prepare_run, train
 
 
 def one_line_error(argv, capsys, message):
@@ -229,7 +234,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, cap
     def full(path, data):
         if str(path).endswith(".pt"): raise OSError(28, "No space left on device")
         return real(path, data)
-    monkeypatch.setattr(train_module, "atomic_write_bytes", full)
+    monkeypatch.setattr(checkpoints_module, "atomic_write_bytes", full)
     one_line_error(argv + ["--set", "max_iters=4"], capsys, "No space left on device); the previous checkpoint there is unchanged")
     assert (out / "last.pt").read_bytes() == before
 
@@ -241,7 +246,7 @@ def test_float64_images_into_dropclass_say_what_to_do():
 
 
 def test_a_nan_image_stops_training_naming_the_data_and_the_1_based_iteration(tmp_path, monkeypatch):
-    from dropclass.train import SeededAugment
+    from dropclass.sampling import SeededAugment
     real = SeededAugment.__getitem__
     def poisoned(self, key):
         image, mask = real(self, key)
@@ -342,7 +347,7 @@ def test_a_partial_last_history_line_does_not_block_resume(tmp_path):
     steps = [json.loads(l)["step"] for l in history.read_text().splitlines() if '"ce"' in l]
     assert steps == list(range(1, 7))
     history.write_text('{"step": 1}\nnot json\n{"step": 2}\n')  # a bad line in the middle is not guessed at
-    with pytest.raises(ValueError, match=r"history.jsonl, line 2, is not JSON"): train_module.read_history(history)
+    with pytest.raises(ValueError, match=r"history.jsonl, line 2, is not JSON"): checkpoints_module.read_history(history)
 
 
 def test_resume_false_starts_a_new_run_without_the_old_files(tmp_path):
@@ -514,7 +519,7 @@ def test_data_root_once(tmp_path, capsys):
 
 
 def test_a_resampled_class_that_does_not_exist_is_refused_before_counting(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train_module, "class_statistics", lambda *a, **k: pytest.fail("counted before the check"))
+    monkeypatch.setattr(build_module, "class_statistics", lambda *a, **k: pytest.fail("counted before the check"))
     one_line_error(["train", "--config", "tiny", "--set", "resample=class:nosuch:2", "--out", str(tmp_path / "run")], capsys,
                    "resample names the class 'nosuch', which synthetic does not have")
 

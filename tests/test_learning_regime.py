@@ -21,7 +21,9 @@ from dropclass.diagnostics import DropDiagnostics, batch_diagnostics, drop_diagn
 from dropclass.losses import DropSchedule
 from dropclass.metrics import paired_difference, t_quantile_975
 from dropclass.models import (convert_by_position, efficientnet_lite_state_dict, imagenet_state_dict, load_imagenet)
-from dropclass.train import PRESETS, TrainConfig, build_model, config_from, init_convs, train
+from dropclass.build import build_model, init_convs
+from dropclass.config import PRESETS, TrainConfig, config_from
+from dropclass.train import train
 
 CATS = range(281, 286)  # ImageNet's domestic cats: tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -200,7 +202,7 @@ def test_eval_reads_h_of_a_when_asked(tmp_path, capsys):
                      "diag_length=4", "--quiet", "--json", str(tmp_path / f"{inference}.json")]) == 0
         outs[inference] = json.loads((tmp_path / f"{inference}.json").read_text())["splits"]["val"]
     assert "still predicted" in capsys.readouterr().out
-    from dropclass.train import load_model
+    from dropclass.checkpoints import load_model
     model, cfg = load_model(tmp_path / "last.pt")
     x = torch.randn(1, 3, 64, 128)
     with torch.no_grad():
@@ -309,7 +311,7 @@ def test_files_written_before_the_rename_read_with_todays_names(tmp_path):
     from types import SimpleNamespace
     from dropclass.ablations import _diagnostics
     from dropclass.diagnostics import diagnostics_figure, read_diagnostics
-    from dropclass.train import read_history
+    from dropclass.checkpoints import read_history
     d = DropDiagnostics(torch.tensor([4, 2]), torch.tensor([1, 0]), torch.tensor([4, 1]), agree=5, pixels=6, plain_right=5)
     new = {"split": "val", "scenes": 2, **d.to_dict(["a", "b"])}
     old = {**{k: v for k, v in new.items() if not k.startswith("still_predicted")}, "suppression_rate": new["still_predicted"],

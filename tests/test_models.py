@@ -6,7 +6,9 @@ import torchvision
 
 from dropclass import DropClass, DropClassLoss
 from dropclass.models import HRNETS, deeplabv3_mobilenet, hrnetv2, load_pretrained, paper_model
-from dropclass.train import PRESETS, TrainConfig, build_model, config_from, train
+from dropclass.build import build_model
+from dropclass.config import PRESETS, TrainConfig, config_from
+from dropclass.train import train
 
 # published sizes of the segmentation models (HRNet-Semantic-Segmentation): millions of parameters with 19 classes
 PUBLISHED = {"hrnetv2_w18_small_v1": (1.5, 240), "hrnetv2_w18_small_v2": (3.9, 270), "hrnetv2_w18": (9.6, 270)}

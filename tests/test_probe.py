@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from _shared import scaled
-from dropclass.train import config_from, train
+from dropclass.config import config_from
+from dropclass.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "probe.py"

@@ -53,7 +53,8 @@ def test_the_bare_loss_equals_the_library_loss(method):
     "The bare step's loss, written with torch's cross_entropy, is the library's loss of the same output (lambda 0.5)."
     import torch
     from dropclass.losses import DropClassLoss, upsampled_cross_entropy
-    from dropclass.train import build_model, config_from
+    from dropclass.build import build_model
+    from dropclass.config import config_from
     cfg = config_from("tiny", [f"method={method}"])
     torch.manual_seed(0)
     net = build_model(cfg, num_classes=19).train()

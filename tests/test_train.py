@@ -13,7 +13,9 @@ import torch
 from _shared import Stop, stop_at, weights
 from dropclass.cli import main as cli
 from dropclass.experiments import run_history
-from dropclass.train import TrainConfig, config_from, load_checkpoint, load_model, train
+from dropclass.checkpoints import load_checkpoint, load_model
+from dropclass.config import TrainConfig, config_from
+from dropclass.train import train
 
 
 def tiny(out, **kw):
@@ -129,7 +131,8 @@ DIFFERENT = 1e-4  # what another computation gives (measured: 4e-3 to 2e-1)
 
 _DDP_SCRIPT = """
 import json, sys
-from dropclass.train import config_from, train
+from dropclass.config import config_from
+from dropclass.train import train
 train(config_from(sys.argv[1] or None, json.loads(sys.argv[2])))
 import torch.distributed as dist
 if dist.is_initialized(): dist.destroy_process_group()  # a clean exit of gloo's threads
@@ -232,7 +235,7 @@ def test_a_torchvision_model_trains_without_dropclass(method, tmp_path):
 
 
 def test_augmentation_seeds_the_cpu_generator_only_with_the_draws_of_manual_seed(monkeypatch):
-    from dropclass.train import SeededAugment
+    from dropclass.sampling import SeededAugment
 
     class Pairs:
         def __len__(self): return 4
