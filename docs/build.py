@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MATHJAX = "3.2.2"
 GROUPS = [  # (caption, which notebooks): the README's notebook map, cut into the groups a reader looks for
     ("Teaching", lambda n: n.startswith("00_")),
-    ("Library", lambda n: n[:2].isdigit() and 1 <= int(n[:2]) <= 9),
+    ("Library", lambda n: n.startswith("00a_") or (n[:2].isdigit() and 1 <= int(n[:2]) <= 9)),  # 00a: the ground floor
     ("Data", lambda n: n[:2].isdigit() and 10 <= int(n[:2]) <= 18),
     ("Training", lambda n: n[:2].isdigit() and 19 <= int(n[:2]) <= 29),
     ("Analysis", lambda n: n[:2].isdigit() and 30 <= int(n[:2]) <= 33),
@@ -33,7 +33,7 @@ GROUPS = [  # (caption, which notebooks): the README's notebook map, cut into th
     ("Tutorials", lambda n: n.startswith("tutorials/")),
 ]
 WIDGET = "application/vnd.jupyter.widget-view+json"
-SCREENSHOTS = {"34_explorer": "explorer.png", "35_app": "explorer.png"}  # widget notebooks with a screenshot in docs/images
+SCREENSHOTS = {"34c_explorer": "explorer.png", "35_app": "explorer.png"}  # widget notebooks with a screenshot in docs/images
 
 
 def notebook_map(readme: Path = ROOT / "README.md") -> list[tuple[str, str | None]]:

@@ -145,7 +145,7 @@ def run_ablations(
     results = {v: {seed: run_variant(v, seed, runs, preset, overrides, progress) for seed in seeds} for v in variants}
     summary = summarise_ablations(results)
     diagnostics = {v: {s: _diagnostics(ablation_config(v, s, runs, preset, overrides, progress)) for s in seeds} for v in variants}
-    for v, per_seed in diagnostics.items():  # drop-branch diagnostics of the DropClass variants (notebook 24)
+    for v, per_seed in diagnostics.items():  # drop-branch diagnostics of the DropClass variants (notebook 07)
         rates = [d for d in per_seed.values() if d]
         if rates: summary[v]["diagnostics"] = {k: _ms([d[k] for d in rates]) for k in ("still_predicted", "agreement")}
     out = Path(out) if out else Path(runs) / "ablations.json"

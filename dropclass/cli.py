@@ -10,8 +10,6 @@ import json
 import sys
 from pathlib import Path
 
-from .conventions import USER_ERRORS, error_line
-
 # %% auto #0
 __all__ = ['EVAL_SETTINGS', 'main']
 
@@ -85,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the training presets", description="List the training presets and their settings.")
 
     x = sub.add_parser("explore", help="serve the class-drop explorer as a web page on localhost (needs Voila)",
-                       description="Serve the class-drop explorer (notebook 34) with Voila on http://localhost:PORT/: choose "
+                       description="Serve the class-drop explorer (notebooks 34a-34c) with Voila on http://localhost:PORT/: choose "
                                    "an image, a class to drop and a class to inspect, and compare a baseline with a DropClass "
                                    "model. Without checkpoints, it opens on the models of a finished `dropclass demo` in runs/demo, "
                                    "or trains the same pair once (about six minutes on two CPU cores; it says so "
@@ -222,13 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv  # the command as typed, for the reports that record it
     try:
         return _COMMANDS[args.command](args)
-    except USER_ERRORS as e:  # errors a user can fix (conventions.USER_ERRORS, DropClassError among them): one line, exit code 2
-        print(f"dropclass {args.command}: error: {error_line(e)}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"\ndropclass {args.command}: interrupted. Checkpoints written so far are complete: run the same command "
               "again to continue from the last one.", file=sys.stderr)
         return 130
+    except Exception as e:
+        from dropclass.conventions import USER_ERRORS, error_line  # here, not at the top: a command speaks before torch loads
+        if not isinstance(e, USER_ERRORS): raise  # a bug keeps its traceback
+        print(f"dropclass {args.command}: error: {error_line(e)}", file=sys.stderr)  # one a user can fix: one line, exit code 2
+        return 2
 
 # %% ../nbs/23_cli.ipynb #b7c50012
 #| eval: false

@@ -299,7 +299,7 @@ def _convert(text: str, kind):
         raise ValueError(f"expected true or false, got {text!r}")
     if kind == "dict":
         try: return json.loads(t)
-        except json.JSONDecodeError as e: raise ValueError(f"expected a JSON object such as {{\"key\": 1}}, got {text!r}") from None
+        except json.JSONDecodeError: raise ValueError(f"expected a JSON object such as {{\"key\": 1}}, got {text!r}") from None
     if kind == "int": return int(t)
     if kind == "float": return float(t)
     if kind.startswith("tuple"):

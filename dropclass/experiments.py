@@ -23,7 +23,7 @@ from .conventions import DropClassError
 from .core import DropClass
 from .data.io import atomic_write_bytes
 from .diagnostics import read_diagnostics
-from .machine import machine_info, machine_line
+from .machine import machine_line
 from .metrics import miou, paired_difference
 from .build import dataset_for, labels_for, needs_stats, training_stats
 from .checkpoints import load_checkpoint, load_model, read_history, read_json

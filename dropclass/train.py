@@ -49,7 +49,7 @@ def evaluate_split(model, cfg: TrainConfig, split: str, device, d: Dist, length=
 
 
 def diagnose_split(model, cfg: TrainConfig, split: str, device, d: Dist, length: int | None = None):
-    "Drop-branch diagnostics (notebook 24) of a DropClass model on the first `length` scenes of a split (None otherwise)."
+    "Drop-branch diagnostics (notebook 07) of a DropClass model on the first `length` scenes of a split (None otherwise)."
     length = cfg.diag_length if length is None else length
     core = unwrap(model)
     if not isinstance(core, DropClass) or length <= 0 or not d.main: return None

@@ -16,6 +16,7 @@ LAYERS = {  # module (or package prefix) -> layer; a module may import only from
     "importance": 1, "features": 1, "losses": 1, "data": 1, "plotting": 1,
     "adapters": 2, "core": 2, "models": 2, "metrics": 2, "tables": 2, "diagnostics": 2,
     "methods": 3, "config": 3, "distributed": 3, "sampling": 3, "build": 3, "checkpoints": 3, "train": 3,
+    "explorer_state": 3, "explorer_panels": 3,
     "analysis": 3, "explorer": 3, "schedule_widget": 3, "probe": 3,
     "experiments": 4, "demo": 4, "ablations": 4,
     "app": 5, "cli": 5,
@@ -163,3 +164,38 @@ def test_no_method_is_attached_by_assignment():
         assert not re.search(r"^[A-Z]\w*\.\w+(, *[A-Z]\w*\.\w+)* = ", text, re.M), f"{path.name} attaches a method by assignment"
         assert not re.search(r"setattr\([A-Z]\w*, ", text), f"{path.name} attaches methods with setattr"
         assert not re.search(r"^\w+ = property\(", text, re.M), f"{path.name} defines a property at module level"
+
+
+NEW_OPTION = '''    shade: str = setting("light", "a test option added in this one place", choices=("light", "dark"))
+'''
+CHECK_NEW_OPTION = r'''
+import sys, segmentation_models_pytorch as smp
+from dropclass.core import DropClass, DROPCLASS_OPTIONS
+from dropclass.config import config_from
+from dropclass.cli import main
+m = DropClass(smp.FPN("resnet18", encoder_weights=None, classes=3), shade="dark")
+assert "shade" in DROPCLASS_OPTIONS and m.shade == "dark" and m.options.shade == "dark"
+m.shade = "light"
+try: m.shade = "grey"
+except ValueError as e: assert "shade must be one of" in str(e)
+else: raise AssertionError("a bad value was accepted")
+cfg = config_from("tiny", ["shade=dark"])
+assert cfg.dropclass.shade == "dark" and cfg.to_dict()["shade"] == "dark"
+assert main(["train", "--preset", "tiny", "--set", "shade=grey", "--out", sys.argv[1]]) == 2
+print("all know it")
+'''
+
+
+def test_a_new_dropclass_option_is_written_in_one_place(tmp_path, capfd):
+    "One field added to DropClassOptions (in a copy of the package) is known to DropClass, the config and the CLI."
+    import shutil, subprocess, sys
+    pkg = tmp_path / "dropclass"
+    shutil.copytree(ROOT, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    core = (pkg / "core.py").read_text()
+    anchor = "    drop_prob: float = setting("
+    assert core.count(anchor) == 1, "DropClassOptions no longer ends with drop_prob: update this test's anchor"
+    (pkg / "core.py").write_text(core.replace(anchor, NEW_OPTION + anchor))
+    r = subprocess.run([sys.executable, "-c", CHECK_NEW_OPTION, str(tmp_path / "run")], cwd=tmp_path, capture_output=True,
+                       text=True, env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)}, timeout=300)
+    assert r.returncode == 0 and "all know it" in r.stdout, r.stdout + r.stderr
+    assert "dropclass train: error:" in r.stderr and "shade must be one of 'light', 'dark'" in r.stderr, r.stderr

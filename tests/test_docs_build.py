@@ -28,8 +28,8 @@ def test_a_staged_notebook(tmp_path):
         {"cell_type": "code", "metadata": {}, "source": "#| export\ndef f(): pass", "outputs": [], "execution_count": 2},
         {"cell_type": "code", "metadata": {}, "source": "w", "execution_count": 3, "outputs": [
             {"output_type": "display_data", "metadata": {}, "data": {build.WIDGET: {"model_id": "x"}, "text/plain": "VBox()"}}]},
-        {"cell_type": "markdown", "metadata": {}, "source": "see [the README](../README.md) and [02](02_class_features.ipynb)"}]}
-    src = ROOT / "nbs" / "34_explorer.ipynb"  # a widget notebook with a screenshot; only its name is used
+        {"cell_type": "markdown", "metadata": {}, "source": "see [the README](../README.md) and [02](02_features.ipynb)"}]}
+    src = ROOT / "nbs" / "34c_explorer.ipynb"  # a widget notebook with a screenshot; only its name is used
     fake = tmp_path / "nbs" / src.name
     fake.parent.mkdir()
     fake.write_text(json.dumps(nb))
@@ -40,7 +40,7 @@ def test_a_staged_notebook(tmp_path):
     (out,) = cells[1]["outputs"]
     assert build.WIDGET not in out["data"] and "JupyterLab" in out["data"]["text/markdown"]
     assert "images/explorer.png" in out["data"]["text/markdown"]
-    assert "(02_class_features.ipynb)" in sources[2]  # a page of the site stays a page
+    assert "(02_features.ipynb)" in sources[2]  # a page of the site stays a page
     readme = build._links("see [the README](../README.md#two-commands)", ROOT / "nbs" / "x.ipynb", "https://example.org/r")
     assert readme == "see [the README](https://example.org/r/blob/main/README.md#two-commands)"  # a repository file: its URL
     assert sources[-1].startswith("## API reference: `dropclass.losses`") and "automodule:: dropclass.losses" in sources[-1]
@@ -57,5 +57,5 @@ def test_docstrings_become_rest_with_math_and_code_kept_apart():
 def test_jupyter_heading_anchors_take_the_sites_form():
     assert build.heading_anchor("The-module") == "the-module"
     assert build.heading_anchor("Eq.-4:-the-average") == "eq-4-the-average"
-    assert build._links("see [Recap](#Recap) and [05](05_dropclass.ipynb#One-training-step)", ROOT / "nbs" / "x.ipynb",
-                        "https://example.org/r") == "see [Recap](#recap) and [05](05_dropclass.ipynb#one-training-step)"
+    assert build._links("see [Recap](#Recap) and [05](05_core.ipynb#One-training-step)", ROOT / "nbs" / "x.ipynb",
+                        "https://example.org/r") == "see [Recap](#recap) and [05](05_core.ipynb#one-training-step)"

@@ -150,7 +150,7 @@ def test_every_page_in_the_browser(site, server):
             browser.close()
     assert not problems, "\n".join(f"{name}: {found}" for name, found in problems.items())
     assert not offsite, f"requests that left localhost: {sorted(offsite)[:10]}"
-    assert typeset.get("02_class_features.html", 0) > 20, f"math not typeset on page 02: {typeset}"
+    assert typeset.get("02_features.html", 0) > 20, f"math not typeset on page 02: {typeset}"
     assert all(n > 0 for n in typeset.values()), f"pages with math but no typeset formula: {typeset}"
     assert all(n > 0 for n in hits.values()), f"the search found nothing for some terms: {hits}"
-    assert (ARTIFACTS / "index.png").is_file() and (ARTIFACTS / "02_class_features.png").is_file()
+    assert (ARTIFACTS / "index.png").is_file() and (ARTIFACTS / "02_features.png").is_file()

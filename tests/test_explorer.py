@@ -288,7 +288,7 @@ def test_set_checks_its_arguments(explorer):
 
 
 def test_methods_are_the_class_own():
-    for name in ("set", "_update", "_draw_scene", "_captions"):
+    for name in ("set", "_update", "_captions"):
         assert getattr(ClassDropExplorer, name).__qualname__ == f"ClassDropExplorer.{name}"
     assert isinstance(ClassDropExplorer.state, property) and ClassDropExplorer.from_checkpoints.__self__ is ClassDropExplorer
 
@@ -641,3 +641,28 @@ def test_explore_in_a_browser(runs, tmp_path):
         _stop(proc)
     output = log.read_text()
     assert f"http://localhost:{port}/" in output, output
+
+
+def test_a_panel_is_one_registry_entry(runs, data):
+    "Every panel comes from PANELS; a registered entry is built, drawn, titled and captioned with no other change."
+    from dropclass.explorer_panels import PANELS, Panel, register_panel
+    assert list(PANELS) == ["scene", "output", "drop", "changed", "bars", "plain", "class_map", "gradcam"]
+    drawn = []
+    def build(w, h, labels):
+        from dropclass.explorer_panels import _figure
+        fig, (ax,) = _figure(w, h)
+        return fig, ax.imshow(np.zeros((2, 2, 3), np.uint8))
+    extra = Panel("probe", build, key=lambda v: (v.controls["image"], v.controls["drop"]),
+                  draw=lambda im, fig, v: drawn.append((v.controls["image"], v.controls["drop"])),
+                  title=lambda v: ("A probe panel", "test"), caption=lambda v: f"image {v.controls['image']}")
+    register_panel(extra)
+    try:
+        ex = ClassDropExplorer({"DropClass": load_model(runs["dropclass"])[0]}, data)
+        assert list(ex.views)[-1] == "probe" and "A probe panel" in ex.titles["probe"].value
+        ex.set(inspect="person")  # its key does not change: not drawn again
+        ex.set(image=2)
+        assert drawn == [(0, None), (2, None)] and "image 2" in ex.captions["probe"].value
+        assert 'alt="A probe panel (image 3, model DropClass)"' in ex.views["probe"].value
+    finally:
+        del PANELS["probe"]
+    with pytest.raises(TypeError, match="takes a Panel"): register_panel("probe")

@@ -8,8 +8,8 @@ import pytest
 
 NBS = Path(__file__).parent.parent / "nbs"
 NOTEBOOKS = sorted(NBS.glob("*.ipynb")) + sorted((NBS / "tutorials").glob("*.ipynb"))
-WITH_EXERCISES = ["00_walkthrough", "01_importance", "02_class_features", "03_losses", "04_adapters", "05_dropclass",
-                  "28_dose_response", "30_bias", "31_correlation", "32_gradcam", "33_ablations", "34_explorer"]
+WITH_EXERCISES = ["00_walkthrough", "01_importance", "02_features", "03_losses", "04_adapters", "05_core",
+                  "28_dose_response", "30_bias", "31_correlation", "32_gradcam", "33_ablations", "34a_explorer_state"]
 
 
 def cells(path, kind=None):
@@ -85,7 +85,7 @@ def test_analysis_notebooks_show_what_they_compute(name):
 
 ENGINEERING = {  # derivation notebook -> what marks engineering detail that belongs in its appendices
     "01_importance": ["is_grads_batched", "_loop_reference("],
-    "02_class_features": ["torch.autograd.Function", "gradcheck(", "SignedScale"],
+    "02_features": ["torch.autograd.Function", "gradcheck(", "SignedScale"],
     "03_losses": ["torch.autograd.Function", "distributed data parallel", "Explorer(", "## Checking labels"],
 }
 
@@ -104,8 +104,8 @@ def test_engineering_detail_sits_in_marked_appendices(name):
     assert not early, f"{name}: engineering detail before the appendices: {early}"
 
 
-TEACHING = ["00_walkthrough", "01_importance", "02_class_features", "03_losses", "04_adapters", "05_dropclass", "22_demo",
-            "24_diagnostics", "30_bias", "31_correlation", "32_gradcam", "33_ablations", "34_explorer", "tutorials/train_synthetic"]
+TEACHING = ["00_walkthrough", "01_importance", "02_features", "03_losses", "04_adapters", "05_core", "22_demo",
+            "07_diagnostics", "30_bias", "31_correlation", "32_gradcam", "33_ablations", "34a_explorer_state", "tutorials/train_synthetic"]
 
 
 @pytest.mark.parametrize("name", TEACHING)
