@@ -271,7 +271,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.arch: args.archs = [args.arch]
     if args.tiny: args.batch, args.crop, args.eval_size, args.reps, args.warmup, args.profile_steps = 2, (64, 128), (64, 128), 2, 1, 1
-    elif args.compile and args.warmup < 6: args.warmup = 6  # compilation, then a recompile when the dropped class changes
+    # compilation, then a recompile when the dropped class changes
+    elif args.compile and args.warmup < 6: args.warmup = 6
     if min(args.batch, args.reps, args.warmup, args.profile_steps) < 1: p.error("--batch, --reps, --warmup and --profile-steps must be at least 1")
     try: dev = torch.device(args.device)
     except RuntimeError: p.error(f"--device must be cuda, cuda:<index> or cpu, got {args.device!r}")

@@ -91,7 +91,8 @@ def main(argv=None):
     if dev.type == "cuda" and not torch.cuda.is_available(): p.error("no CUDA device here; run on a GPU machine, or use --tiny --device cpu")
 
     from dropclass.config import config_from
-    work = Path(tempfile.gettempdir()) / f"dropclass_gpu_train_{os.getpid()}"  # the run folder; made by the run, removed after
+    # the run folder; made by the run, removed after
+    work = Path(tempfile.gettempdir()) / f"dropclass_gpu_train_{os.getpid()}"
     settings = {"dataset": "synthetic", "dataset_args": {"size": [H, W]}, "train_length": 2975, "eval_length": 4,
                 "eval_splits": (), "max_iters": args.iters, "iters_per_epoch": max(args.iters // 10, 1), "eval_every": 0,
                 "diag_length": 0, "ckpt_every": 10**9, "log_every": 10**9, "progress": False, "resume": False,
@@ -116,7 +117,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     try:
         measure(cfg, args, dev, out, write)
-    except Exception as e:  # a loader that cannot start, out of memory, a diverged run: recorded in the JSON, then raised
+    # a loader that cannot start, out of memory, a diverged run: recorded in the JSON, then raised
+    except Exception as e:
         out["error"] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:400]}"
         write()
         raise SystemExit(f"bench_gpu_train.py: {out['error']} (recorded in {out_path})") from e

@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     from dropclass.config import config_from
 
     overrides = [*RECIPE, *args.overrides]
-    config_from(args.preset, [*overrides, *args.dropclass_overrides])  # a bad preset or setting fails before anything trains
+    # a bad preset or setting fails before anything trains
+    config_from(args.preset, [*overrides, *args.dropclass_overrides])
     out = json.loads(args.out.read_text()) if args.out.is_file() else {}
     out.update({"preset": args.preset, "recipe": overrides, "dropclass_only": args.dropclass_overrides, "seed": args.seed, "command": " ".join(["python benchmarks/dose_response.py", *(argv or sys.argv[1:])]),
                 "machine": {**machine_info(threads=max(1, (os.cpu_count() or 2) // (args.jobs or default_jobs()))),

@@ -90,7 +90,8 @@ def main(argv=None) -> int:
     weight = None
     if args.class_weights == "run" and cfg.class_weights != "none":
         train_full = dataset_for(cfg, cfg.train_split, length=cfg.train_length)
-        weight = class_weights_for(cfg, training_stats(cfg, train_full, ckpt.parent, Dist()))  # the run's class_stats.json when there
+        # the run's class_stats.json when there
+        weight = class_weights_for(cfg, training_stats(cfg, train_full, ckpt.parent, Dist()))
     labels = labels_for(cfg)
     rare = rare_classes(labels) if labels.pixel_share else None
     t0 = time.perf_counter()

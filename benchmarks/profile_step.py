@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-SIZES = {"demo": ("demo", []), "bite": ("bite", []), "tiny": ("tiny", [])}  # size -> (preset, settings); tiny: a check of the script
+# size -> (preset, settings); tiny: a check of the script
+SIZES = {"demo": ("demo", []), "bite": ("bite", []), "tiny": ("tiny", [])}
 PHASES = ("data", "input", "forward", "loss", "backward", "step")
 OUTSIDE = ("data", "input", "loss")
 
@@ -109,7 +110,8 @@ def run_case(size: str, method: str, threads: int, iters: int, warmup: int, sett
     return {"size": size, "crop_size": list(cfg.crop_size), "method": method, "threads": threads, "settings": settings,
             "iters": iters, "warmup": warmup, "setup_seconds": round(setup_s, 1), "step_seconds": round(step, 4),
             "phase_seconds": per, "phase_share": {p: round(totals[p] / iters / step, 4) for p in PHASES},
-            "head_upsampling_seconds": round(upsampling / iters, 4),  # inside "loss": the model's head, see _time_head_upsampling
+            # inside "loss": the model's head, see _time_head_upsampling
+            "head_upsampling_seconds": round(upsampling / iters, 4),
             "outside_model_share": round((sum(totals[p] for p in OUTSIDE) - upsampling) / iters / step, 4),
             "bare_step_seconds": round(bare, 4), "step_over_bare": round(step / bare, 4),
             "overhead_share": round(1 - bare / step, 4)}  # the step less the bare step, over the step
@@ -222,12 +224,14 @@ def main(argv=None) -> int:
                         for name, sets in variants.items():
                             case = {"size": size, "method": method, "threads": threads, "iters": args.iters, "warmup": args.warmup,
                                     "settings": sets, "folder": str(Path(tmp) / f"{size}-{method}-{threads}-{name}-{bool(code)}")}
-                            stats = Path(tmp) / f"{size}.class_stats.json"  # counted once per size, copied into each run
+                            # counted once per size, copied into each run
+                            stats = Path(tmp) / f"{size}.class_stats.json"
                             Path(case["folder"]).mkdir(parents=True)
                             if stats.is_file(): (Path(case["folder"]) / "class_stats.json").write_bytes(stats.read_bytes())
                             label = name if code is None else f"code:{code}" + ("" if name == "today" else f"+{name}")
                             try: r = _child(case, code)
-                            except RuntimeError as e:  # e.g. torch.compile without a C++ compiler: recorded, the rest goes on
+                            # e.g. torch.compile without a C++ compiler: recorded, the rest goes on
+                            except RuntimeError as e:
                                 failed.append({"size": size, "method": method, "threads": threads, "variant": label,
                                                "error": str(e).strip().splitlines()[-1][:300]})
                                 print(f"{size:5s} {method:9s} {threads}t {label:18s} failed: {failed[-1]['error']}", flush=True)
@@ -241,7 +245,8 @@ def main(argv=None) -> int:
                                   r["phase_share"].items()) + ")" + (f"; {r['step_over_bare']:.2f} x the bare model step"
                                   if r["step_over_bare"] else ""), flush=True)
         pairs = []
-        for size in args.sizes if args.pairs else []:  # two trainings at once, one thread each, against one at a time on all threads
+        # two trainings at once, one thread each, against one at a time on all threads
+        for size in args.sizes if args.pairs else []:
             for name, sets in variants.items():
                 if any(f["variant"] == name and f["size"] == size for f in failed): continue  # it failed alone already
                 cases = {m: {"size": size, "method": m, "threads": 1, "iters": args.iters, "warmup": args.warmup, "settings": sets,

@@ -25,7 +25,8 @@ from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
 # name: (preset, overrides); all baselines
-CANDIDATES = {  # the demo preset's settings (FPN, ImageNet EfficientNet-Lite0, 128x256, batch 8, AdamW, median weights) trained longer
+# the demo preset's settings (FPN, ImageNet EfficientNet-Lite0, 128x256, batch 8, AdamW, median weights) trained longer
+CANDIDATES = {
     "lr2e-3_1500": ("demo", ["max_iters=1500", "eval_every=150", "ckpt_every=150"]),
     "lr4e-3_1500": ("demo", ["max_iters=1500", "lr=4e-3", "eval_every=150", "ckpt_every=150"]),
     # the same with each library's own initialisation of the decoder and head instead of the official N(0, 0.001)

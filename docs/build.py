@@ -33,7 +33,8 @@ GROUPS = [  # (caption, which notebooks): the README's notebook map, cut into th
     ("Tutorials", lambda n: n.startswith("tutorials/")),
 ]
 WIDGET = "application/vnd.jupyter.widget-view+json"
-SCREENSHOTS = {"34c_explorer": "explorer.png", "35_app": "explorer.png"}  # widget notebooks with a screenshot in docs/images
+# widget notebooks with a screenshot in docs/images
+SCREENSHOTS = {"34c_explorer": "explorer.png", "35_app": "explorer.png"}
 
 
 def notebook_map(readme: Path = ROOT / "README.md") -> list[tuple[str, str | None]]:

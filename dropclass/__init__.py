@@ -16,7 +16,8 @@ def __getattr__(name: str):
     import importlib, importlib.util
     if name not in _PUBLIC:
         if not name.startswith("_") and importlib.util.find_spec(f"dropclass.{name}") is not None:
-            return importlib.import_module(f"dropclass.{name}")  # a submodule, as `import dropclass; dropclass.core` allows
+            # a submodule, as `import dropclass; dropclass.core` allows
+            return importlib.import_module(f"dropclass.{name}")
         raise AttributeError(f"module 'dropclass' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"dropclass.{_PUBLIC[name]}"), name)
     globals()[name] = value

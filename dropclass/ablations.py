@@ -124,7 +124,8 @@ def _diagnostics(cfg) -> dict | None:
 def run_ablations(
     seeds: list[int] = (0, 1, 2),
     variants: list[str] | None = None,  # default: all of ABLATIONS
-    runs: str | Path | None = None,  # default runs/ablations_<preset>; benchmarks/study.py's runs folder has the same layout
+    # default runs/ablations_<preset>; benchmarks/study.py's runs folder has the same layout
+    runs: str | Path | None = None,
     preset: str = "demo",
     overrides: list[str] = (),
     out: str | Path | None = None,  # JSON file for the summary (a .md beside it); default: <runs>/ablations.json

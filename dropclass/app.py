@@ -29,7 +29,8 @@ BITE_PRESET = "bite-group"  # a third default model: DropClass with a class drop
                              # after the compensating layer, where a dropped class is really suppressed (notebook 28)
 BITE_NAME = "DropClass (bite-group preset)"  # its name in the explorer, beside the demo's DropClass
 BITE_DIR = "dropclass_bite_group"  # its folder in the cache
-BITE_MINUTES = 46  # its training took 2,728 s beside a baseline on a 2-core Intel Xeon (benchmarks/results/dose_runs_group/iters6810/seed0/dropclass/history.jsonl)
+# its training took 2,728 s beside a baseline on a 2-core Intel Xeon (benchmarks/results/dose_runs_group/iters6810/seed0/dropclass/history.jsonl)
+BITE_MINUTES = 46
 
 
 def default_cache_dir() -> Path:
@@ -51,7 +52,8 @@ def default_pair_plan(
     overrides: dict | None = None,  # further settings of the runs
     demo_dir: str | Path | None = DEMO_DIR,
     bite: bool = True,  # the third model too (`BITE_PRESET`)
-) -> str | None:  # None when the models are ready, else a sentence saying what training will happen and how long it takes
+# None when the models are ready, else a sentence saying what training will happen and how long it takes
+) -> str | None:
     "What `default_checkpoints` will have to do first, in words; cheap (reads no model)."
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     missing = [] if _demo_runs(demo_dir, overrides) else [MODEL_NAMES[m] for m in MODEL_NAMES if not (cache / m / "metrics.json").is_file()]
@@ -74,7 +76,8 @@ def default_checkpoints(
     cache_dir: str | Path | None = None,  # default: `default_cache_dir()`
     progress: bool = True,  # progress bars while training
     overrides: dict | None = None,  # further settings of both runs (e.g. {"max_iters": 60})
-    demo_dir: str | Path | None = DEMO_DIR,  # a finished `dropclass demo` here is used as it is (when no overrides are given)
+    # a finished `dropclass demo` here is used as it is (when no overrides are given)
+    demo_dir: str | Path | None = DEMO_DIR,
     jobs: int | None = None,  # trainings at a time (None: two side by side on a multi-core CPU)
     announce: bool = True,  # say first what will be trained and how long it takes (`serve` says it itself, earlier)
     bite: bool = True,  # add the DropClass model of `BITE_PRESET`, trained once into the cache
@@ -93,7 +96,8 @@ def default_checkpoints(
                             for method, name in MODEL_NAMES.items()}
     if bite: cfgs[BITE_NAME] = config_from(BITE_PRESET, {**(overrides or {}), "method": "dropclass", "out_dir": str(cache / BITE_DIR),
                                                          "progress": progress})
-    if cfgs: train_runs(cfgs, jobs, progress)  # one training set: class statistics counted once per data; trained only once
+    # one training set: class statistics counted once per data; trained only once
+    if cfgs: train_runs(cfgs, jobs, progress)
     for cfg in cfgs.values():  # the explorer reads last.pt; a second checkpoint of each model would only take space
         best = Path(cfg.out_dir) / "best.pt"
         if best.is_file(): best.unlink()
@@ -209,7 +213,8 @@ def _voila():
 def _check_port(port: int, host: str = "localhost"):
     if not 0 < port < 65536: raise ValueError(f"--port must be in 1-65535, got {port}")
     with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: a port left in TIME_WAIT by a stopped server is free
+        # as the server will: a port left in TIME_WAIT by a stopped server is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try: s.bind((host, port))
         except OSError: raise ValueError(f"port {port} on {host} is in use; choose another with --port") from None
 
@@ -234,7 +239,8 @@ def serve(
           f"dropclass explore: starting the server (a few seconds); the explorer will be at {url}", flush=True)
     if checkpoints:
         from dropclass.checkpoints import load_checkpoint
-        for p in checkpoints.values(): load_checkpoint(p)  # a truncated or foreign file fails here, not in the server's page
+        # a truncated or foreign file fails here, not in the server's page
+        for p in checkpoints.values(): load_checkpoint(p)
     Voila = _voila()
     checkpoints = {n: str(Path(p).resolve()) for n, p in (checkpoints or default_checkpoints(cache_dir, announce=False, bite=bite)).items()}
     folder = Path(tempfile.mkdtemp(prefix="dropclass-explore-"))
@@ -243,7 +249,8 @@ def serve(
     print(f"dropclass explore: the explorer of {', '.join(checkpoints)} is at {url} (the page takes a few seconds to load "
           "the models; Ctrl-C stops the server)", flush=True)
     argv = [str(nb), f"--port={port}", "--Voila.ip=localhost", "--Voila.port_retries=0",
-            "--MappingKernelManager.cull_idle_timeout=600", "--MappingKernelManager.cull_interval=60"]  # a closed page frees its kernel
+            # a closed page frees its kernel
+            "--MappingKernelManager.cull_idle_timeout=600", "--MappingKernelManager.cull_interval=60"]
     argv += [] if open_browser else ["--no-browser"]
     try: Voila.launch_instance(argv=argv)
     finally: shutil.rmtree(folder, ignore_errors=True)

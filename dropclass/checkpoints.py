@@ -113,7 +113,8 @@ def read_history(path: Path) -> list[dict]:
     lines = [l for l in path.read_text().splitlines() if l.strip()]
     out = []
     for k, line in enumerate(lines, 1):
-        try: out.append(read_diagnostics(json.loads(line)))  # older runs logged the share still predicted as "suppression"
+        # older runs logged the share still predicted as "suppression"
+        try: out.append(read_diagnostics(json.loads(line)))
         except json.JSONDecodeError as e:
             if k == len(lines): break  # cut short while it was written
             raise ValueError(f"{path}, line {k}, is not JSON ({e}); remove that line, or the file to lose the run's log") from None
@@ -125,7 +126,8 @@ def truncate_history(path: Path, step: int) -> None:
     if not path.is_file(): return
     entries = read_history(path)
     kept = [e for e in entries if e.get("step", 0) <= step]
-    if len(kept) != len([l for l in path.read_text().splitlines() if l.strip()]):  # entries after `step`, or a partial line
+    # entries after `step`, or a partial line
+    if len(kept) != len([l for l in path.read_text().splitlines() if l.strip()]):
         atomic_write_bytes(path, "".join(json.dumps(e) + "\n" for e in kept).encode())
 
 
@@ -151,7 +153,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
     # the checkpoint holds every weight: the encoder's starting weights are not read again (their file may be gone)
     cfg = TrainConfig.from_dict({**saved, "encoder_weights": None})
     model = build_model(cfg, labels_for(cfg).num_classes).to(dtype=DTYPES[cfg.dtype])  # a float64 run loads as float64
-    cfg.encoder_weights = saved.get("encoder_weights")  # as trained (a record; `prepare_run` is where the file must exist)
+    # as trained (a record; `prepare_run` is where the file must exist)
+    cfg.encoder_weights = saved.get("encoder_weights")
     # load_checkpoint refused non-finite weights
     try: model.load_state_dict(state["model"])
     except RuntimeError as e: raise ValueError(f"{checkpoint} does not fit the model its config describes ({str(e)[:300]})") from None

@@ -134,7 +134,8 @@ def _eval(args) -> int:
     from dropclass.checkpoints import load_checkpoint
     from dropclass.config import config_from, parse_overrides
     from dropclass.checkpoints import known_settings
-    saved = known_settings(load_checkpoint(args.checkpoint)["config"])  # as load_model: a newer file's extra settings are left out
+    # as load_model: a newer file's extra settings are left out
+    saved = known_settings(load_checkpoint(args.checkpoint)["config"])
     changes = parse_overrides(args.overrides)
     if "inference" in changes and saved.get("method") != "dropclass":
         raise ValueError(f"{args.checkpoint} holds a {saved.get('method')} model, which has no drop branch: inference applies to "
@@ -143,7 +144,8 @@ def _eval(args) -> int:
     if fixed:
         raise ValueError(f"eval reads the model's settings from the checkpoint, so {', '.join(fixed)} cannot change here; "
                          f"--set takes {', '.join(sorted(EVAL_SETTINGS))}")
-    cfg = config_from(None, {**{k: v for k, v in saved.items() if k != "encoder_weights"}, **changes})  # checks the changes
+    # checks the changes
+    cfg = config_from(None, {**{k: v for k, v in saved.items() if k != "encoder_weights"}, **changes})
     results = evaluate_run(args.checkpoint, args.splits, overrides=changes, diagnostics=True, progress=not args.quiet)
     labels = labels_for(cfg)
     for split, r in results.items():
@@ -225,9 +227,11 @@ def main(argv: list[str] | None = None) -> int:
               "again to continue from the last one.", file=sys.stderr)
         return 130
     except Exception as e:
-        from dropclass.conventions import USER_ERRORS, error_line  # here, not at the top: a command speaks before torch loads
+        # here, not at the top: a command speaks before torch loads
+        from dropclass.conventions import USER_ERRORS, error_line
         if not isinstance(e, USER_ERRORS): raise  # a bug keeps its traceback
-        print(f"dropclass {args.command}: error: {error_line(e)}", file=sys.stderr)  # one a user can fix: one line, exit code 2
+        # one a user can fix: one line, exit code 2
+        print(f"dropclass {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 # %% ../nbs/23_cli.ipynb #b7c50012

@@ -45,7 +45,8 @@ def _device_rule(name: str) -> str | None:
     if name == "auto": return None
     try: dev = torch.device(name)
     except (RuntimeError, ValueError): dev = None
-    if dev is None or dev.type not in ("cpu", "cuda"):  # meta holds no data; mps and others are not tested with this package
+    # meta holds no data; mps and others are not tested with this package
+    if dev is None or dev.type not in ("cpu", "cuda"):
         return "must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"
 
 
@@ -60,54 +61,79 @@ def _folder(v: str) -> str | None:
 class TrainConfig:
     "Everything a training run depends on (see the field comments for the meaning and the choice of each default)."
     # what is trained
-    method: str = setting("dropclass", rule=_method_rule)  # a registered method: "baseline", "dropclass" or "ignore_label" (Table 6's ablation)
-    arch: str = setting("FPN")  # an smp architecture (FPN, DeepLabV3Plus, Unet, ...), a paper model (hrnetv2_w18_small_v1, hrnetv2_w18_small_v2, hrnetv2_w18, deeplabv3_mobilenet_v3_large) or "tiny" (for tests)
+    # a registered method: "baseline", "dropclass" or "ignore_label" (Table 6's ablation)
+    method: str = setting("dropclass", rule=_method_rule)
+    # an smp architecture (FPN, DeepLabV3Plus, Unet, ...), a paper model (hrnetv2_w18_small_v1, hrnetv2_w18_small_v2, hrnetv2_w18, deeplabv3_mobilenet_v3_large) or "tiny" (for tests)
+    arch: str = setting("FPN")
     encoder: str = setting("resnet18")  # smp encoder name; nothing is downloaded: weights come from `encoder_weights`
-    encoder_weights: str | None = setting(None)  # "imagenet": packaged ImageNet weights (tu-efficientnet_lite0/1/2); a local file (timm, torchvision or smp); None: random weights
-    init_std: float | None = setting(0.001, low=0.0, low_open=True)  # every conv not loaded from pretrained weights starts as N(0, init_std), bias 0 (the official code, HRNet's init_weights); None: each library's own init
-    model_args: dict = setting({})  # further keyword arguments of the smp architecture, e.g. {"decoder_segmentation_channels": 64}
-    convert_head: bool = setting(True)  # give 3x3-headed models a 1x1 classifier, in every method, so that they stay comparable
+    # "imagenet": packaged ImageNet weights (tu-efficientnet_lite0/1/2); a local file (timm, torchvision or smp); None: random weights
+    encoder_weights: str | None = setting(None)
+    # every conv not loaded from pretrained weights starts as N(0, init_std), bias 0 (the official code, HRNet's init_weights); None: each library's own init
+    init_std: float | None = setting(0.001, low=0.0, low_open=True)
+    # further keyword arguments of the smp architecture, e.g. {"decoder_segmentation_channels": 64}
+    model_args: dict = setting({})
+    # give 3x3-headed models a 1x1 classifier, in every method, so that they stay comparable
+    convert_head: bool = setting(True)
     # data
-    dataset: str = setting("synthetic")  # a registered dataset: "synthetic", "cityscapes", "voc", or one added with register_dataset
-    dataset_args: dict = setting({})  # further keyword arguments of the dataset, e.g. {"augmented": False} for VOC or {"colocation": 0.5} for the synthetic scenes
+    # a registered dataset: "synthetic", "cityscapes", "voc", or one added with register_dataset
+    dataset: str = setting("synthetic")
+    # further keyword arguments of the dataset, e.g. {"augmented": False} for VOC or {"colocation": 0.5} for the synthetic scenes
+    dataset_args: dict = setting({})
     data_root: str | None = setting(None)  # dataset folder (generated datasets need none)
     train_split: str = setting("train")
     val_split: str = setting("val")
-    eval_splits: tuple[str, ...] | None = setting(None)  # further splits evaluated at the end; None: the dataset's own (the synthetic counterfactual scenes)
-    train_length: int | None = setting(None, low=1)  # training samples: a generated dataset draws this many (synthetic default 3000), a file dataset uses its first ones; None: all
-    eval_length: int | None = setting(None, low=1)  # samples per evaluated split, in the same way (synthetic default 500); None: all
-    crop_size: tuple[int, int] = setting((128, 256), low=1)  # training crop (H, W), also the size generated scenes are drawn at; the paper crops 512x1024 from Cityscapes
-    scale_range: tuple[float, float] = setting((0.5, 2.0), low=0.0, low_open=True, rule=_increasing)  # random scale of the paper's recipe
+    # further splits evaluated at the end; None: the dataset's own (the synthetic counterfactual scenes)
+    eval_splits: tuple[str, ...] | None = setting(None)
+    # training samples: a generated dataset draws this many (synthetic default 3000), a file dataset uses its first ones; None: all
+    train_length: int | None = setting(None, low=1)
+    # samples per evaluated split, in the same way (synthetic default 500); None: all
+    eval_length: int | None = setting(None, low=1)
+    # training crop (H, W), also the size generated scenes are drawn at; the paper crops 512x1024 from Cityscapes
+    crop_size: tuple[int, int] = setting((128, 256), low=1)
+    # random scale of the paper's recipe
+    scale_range: tuple[float, float] = setting((0.5, 2.0), low=0.0, low_open=True, rule=_increasing)
     batch_size: int = setting(8, low=1)  # per process; the official recipe uses 12 per GPU on 4 GPUs
     eval_batch_size: int = setting(8, low=1)
     num_workers: int = setting(0, low=0)  # DataLoader workers per process
-    class_weights: str = setting("none", choices=CLASS_WEIGHTS)  # "none", "median" (the paper's text), "hrnet" (official, from the training set) or "hrnet_cityscapes" (official constants)
-    resample: str = setting("none", rule=_resample_rule)  # "none", "class:<name>:<k>" (Table 3: images with the class k times) or "rfs:<t>" (repeat-factor sampling)
+    # "none", "median" (the paper's text), "hrnet" (official, from the training set) or "hrnet_cityscapes" (official constants)
+    class_weights: str = setting("none", choices=CLASS_WEIGHTS)
+    # "none", "class:<name>:<k>" (Table 3: images with the class k times) or "rfs:<t>" (repeat-factor sampling)
+    resample: str = setting("none", rule=_resample_rule)
     # optimisation: SGD with momentum and poly decay, as in the paper
     max_iters: int = setting(400, low=1)  # length of training in iterations
     optimizer: str = setting("sgd", choices=OPTIMIZERS)  # "sgd" (the paper) or "adamw"
-    lr: float = setting(0.01, low=0.0, low_open=True)  # base learning rate (official Cityscapes recipe: 0.004 at batch 48)
+    # base learning rate (official Cityscapes recipe: 0.004 at batch 48)
+    lr: float = setting(0.01, low=0.0, low_open=True)
     momentum: float = setting(0.9, low=0.0, high=1.0, high_open=True)
     weight_decay: float = setting(5e-4, low=0.0)
     poly_power: float = setting(0.9, low=0.0)  # lr * (1 - iteration / max_iters) ** poly_power
     # DropClass (ignored by the baseline)
-    ramp: str = setting("epoch", choices=RAMPS)  # lambda and p rise 0 -> 1 stepped once per epoch (official) or every iteration ("iter", paper text)
-    iters_per_epoch: int | None = setting(None, low=1)  # epoch length for the ramps; None: one pass over the training set, but at most max_iters/10 so that the ramps take at least 10 steps
+    # lambda and p rise 0 -> 1 stepped once per epoch (official) or every iteration ("iter", paper text)
+    ramp: str = setting("epoch", choices=RAMPS)
+    # epoch length for the ramps; None: one pass over the training set, but at most max_iters/10 so that the ramps take at least 10 steps
+    iters_per_epoch: int | None = setting(None, low=1)
     lam_max: float = setting(1.0, low=0.0, high=1.0)  # final lambda of Eq. 7
     p_max: float = setting(1.0, low=0.0, high=1.0)  # final probability of dropping a class
-    ramp_end: float = setting(1.0, low=0.0, low_open=True, high=1.0)  # fraction of training at which lambda and p reach their maxima (official: 1.0, the end)
+    # fraction of training at which lambda and p reach their maxima (official: 1.0, the end)
+    ramp_end: float = setting(1.0, low=0.0, low_open=True, high=1.0)
     alpha: float = setting(ALPHA, low=0.0)  # weight of L_sup in Eq. 9
     suppress: bool = setting(True)  # use L_sup (False: Table 6's "w/o Eq. (8)")
-    dropclass: DropClassOptions = setting(DropClassOptions())  # DropClass's own options (notebook 05); settings by their names, e.g. average=all
+    # DropClass's own options (notebook 05); settings by their names, e.g. average=all
+    dropclass: DropClassOptions = setting(DropClassOptions())
     # runtime
     device: str = setting("auto", rule=_device_rule)  # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
     amp: bool = setting(True)  # bf16 autocast on CUDA (no effect on the CPU, nor with dtype float64)
-    dtype: str = setting("float32", choices=tuple(DTYPES))  # weights and images in "float32", or "float64" for exact numerical checks (many times slower)
-    channels_last: bool = setting(True)  # channels-last memory format (faster convolutions on CUDA, and a little on CPUs)
+    # weights and images in "float32", or "float64" for exact numerical checks (many times slower)
+    dtype: str = setting("float32", choices=tuple(DTYPES))
+    # channels-last memory format (faster convolutions on CUDA, and a little on CPUs)
+    channels_last: bool = setting(True)
     compile: bool = setting(False)  # torch.compile the model (CUDA; slow to start, faster per step)
-    seed: int = setting(0, low=0, high=2**32 - 1)  # seeds the weights, the data order, the augmentation and the dropped classes
-    eval_every: int = setting(0, low=0)  # evaluate on the val split every this many iterations and keep the best (0: only at the end)
-    diag_length: int = setting(64, low=0)  # val scenes for the drop-branch diagnostics at every evaluation (share of a dropped class still predicted, branch agreement; DropClass only; 0: none)
+    # seeds the weights, the data order, the augmentation and the dropped classes
+    seed: int = setting(0, low=0, high=2**32 - 1)
+    # evaluate on the val split every this many iterations and keep the best (0: only at the end)
+    eval_every: int = setting(0, low=0)
+    # val scenes for the drop-branch diagnostics at every evaluation (share of a dropped class still predicted, branch agreement; DropClass only; 0: none)
+    diag_length: int = setting(64, low=0)
     ckpt_every: int = setting(100, low=1)  # write the resumable checkpoint every this many iterations
     log_every: int = setting(10, low=1)  # log the loss every this many iterations
     out_dir: str = setting("runs/train", rule=_folder)  # checkpoints, logs and metrics go here
@@ -209,7 +235,8 @@ def _check_together(cfg: TrainConfig) -> None:
     if info.generated and cfg.data_root is not None:
         raise ValueError(f"data_root must be None for the generated dataset {cfg.dataset!r}; got {cfg.data_root!r}")
     kind = parse_resample(cfg.resample)
-    if kind[0] == "class" and info.labels is not None and kind[1] not in info.labels.classes:  # before the statistics pass
+    # before the statistics pass
+    if kind[0] == "class" and info.labels is not None and kind[1] not in info.labels.classes:
         raise ValueError(f"resample names the class {kind[1]!r}, which {cfg.dataset} does not have (its classes: "
                          f"{', '.join(info.labels.classes)})")
 
@@ -361,7 +388,8 @@ def config_from(
 # %% ../nbs/21b_config.ipynb #23d1b71a
 RUNTIME_SETTINGS = {"progress", "num_workers", "device", "out_dir", "resume", "log_every", "ckpt_every", "eval_batch_size",
                     "compile"}  # how a run is carried out, not what it computes
-RESUME_FREE = RUNTIME_SETTINGS | {"max_iters", "eval_every", "diag_length", "eval_splits", "eval_length"}  # may change when resuming
+# may change when resuming
+RESUME_FREE = RUNTIME_SETTINGS | {"max_iters", "eval_every", "diag_length", "eval_splits", "eval_length"}
 
 
 def _norm(v): return list(v) if isinstance(v, (tuple, list)) else v
@@ -370,7 +398,8 @@ def _norm(v): return list(v) if isinstance(v, (tuple, list)) else v
 def settings_changed(
     cfg: TrainConfig,  # the settings asked for
     saved: dict,  # a run's settings as saved in its checkpoint or metrics.json
-    finished: bool = True,  # a finished run (every setting but the runtime ones counts) or one to resume (`RESUME_FREE`)
+    # a finished run (every setting but the runtime ones counts) or one to resume (`RESUME_FREE`)
+    finished: bool = True,
 ) -> dict[str, tuple]:  # setting -> (saved value, asked value)
     "The settings of `cfg` that differ from a run's saved ones (settings newer than the file are not compared)."
     free = RUNTIME_SETTINGS if finished else RESUME_FREE

@@ -106,7 +106,8 @@ class Option:
     low_open: bool = False  # exclude `low` itself
     high_open: bool = False  # exclude `high` itself
     rule: Callable[[Any], str | None] | None = None  # a further check: returns what is wrong, or None
-    fixed: bool = False  # set once, when the object it configures is built (e.g. the shape of a layer); not changed after
+    # set once, when the object it configures is built (e.g. the shape of a layer); not changed after
+    fixed: bool = False
 
     def check(self, name: str, value):
         "`value`, converted to `kind` (a list to a tuple, an int to a float); a one-line `ValueError` naming `name` otherwise."

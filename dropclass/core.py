@@ -65,7 +65,8 @@ class DropClassOptions:
         return replace(self, **changes)
 
 
-DROPCLASS_OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(DropClassOptions)}  # name -> Option
+# name -> Option
+DROPCLASS_OPTIONS: dict[str, Option] = {f.name: f.metadata["option"] for f in fields(DropClassOptions)}
 
 
 def _options(options: DropClassOptions | None, changes: dict) -> DropClassOptions:
@@ -128,8 +129,10 @@ class DropClass(nn.Module):
         cls = check_classifier(self.adapter.get_classifier(model))
         self.model = model
         self.num_classes, self.channels = cls.out_channels, cls.in_channels
-        self.compensate = compensation(self.channels, self._options).to(cls.weight.device, cls.weight.dtype)  # where the model is
-        self.generator: torch.Generator | None = None  # random stream of the dropped class (default: torch's global one)
+        # where the model is
+        self.compensate = compensation(self.channels, self._options).to(cls.weight.device, cls.weight.dtype)
+        # random stream of the dropped class (default: torch's global one)
+        self.generator: torch.Generator | None = None
 
     @property
     def options(self) -> DropClassOptions:

@@ -58,7 +58,8 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         from torch.distributed.nn.functional import all_reduce  # differentiable: gradients reach every process
         C = x.shape[1]
         count = torch.full((1,), x.numel() // C, dtype=x.dtype, device=x.device)
-        sums = all_reduce(torch.cat([x.sum((0, 2, 3)), count]))  # two passes: the mean first, then the squares about it,
+        # two passes: the mean first, then the squares about it,
+        sums = all_reduce(torch.cat([x.sum((0, 2, 3)), count]))
         n, mean = sums[-1], sums[:C] / sums[-1]  # which keeps the variance exact where E[x^2] - E[x]^2 would cancel
         var = all_reduce(((x - mean[None, :, None, None]) ** 2).sum((0, 2, 3))) / n
         if self.track_running_stats:
@@ -75,7 +76,8 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         "`module` with every BatchNorm2d replaced by a GlobalBatchNorm holding the same parameters and statistics (in place)."
         for name, child in module.named_children():
             if type(child) is nn.BatchNorm2d:
-                like = next(iter([*child.parameters(), *child.buffers()]), None)  # device and dtype (a float64 or bf16 model)
+                # device and dtype (a float64 or bf16 model)
+                like = next(iter([*child.parameters(), *child.buffers()]), None)
                 kw = {"device": like.device, "dtype": like.dtype if like.is_floating_point() else None} if like is not None else {}
                 new = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats, **kw)
                 new.load_state_dict(child.state_dict())

@@ -112,7 +112,8 @@ def training_estimate(cfgs: dict[str, TrainConfig], histories: dict[str, list[di
     if not speeds: return None
     mean = sum(speeds) / len(speeds)
     slots += [0.0] * max(0, jobs - len(slots))
-    for w in [cfgs[n].max_iters * mean for n in cfgs if n not in histories]:  # each waiting run takes the slot that frees first
+    # each waiting run takes the slot that frees first
+    for w in [cfgs[n].max_iters * mean for n in cfgs if n not in histories]:
         i = min(range(len(slots)), key=slots.__getitem__)
         slots[i] += w
     return max(slots)
@@ -134,7 +135,8 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
                     folder.mkdir(parents=True, exist_ok=True)
                     atomic_write_bytes(folder / "config.json", json.dumps(cfg.to_dict(), indent=2).encode())
                     log = (folder / "train.log").open("a")
-                    cmd = [sys.executable, "-m", "dropclass.train", str(folder / "config.json"), "progress=false"]  # train.worker_main
+                    # train.worker_main
+                    cmd = [sys.executable, "-m", "dropclass.train", str(folder / "config.json"), "progress=false"]
                     running[name] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log, folder)
                 time.sleep(1.0)
                 histories = {}
@@ -157,7 +159,8 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
                         tqdm.write(f"training ends in about {_duration(left)} on this machine ({machine_line()}, "
                                    f"{threads} thread{'s' if threads > 1 else ''} per training); evaluation follows")
         finally:
-            for proc, log, _ in running.values():  # interrupted: stop the children; their last checkpoints stay complete
+            # interrupted: stop the children; their last checkpoints stay complete
+            for proc, log, _ in running.values():
                 proc.terminate(); proc.wait(); log.close()
             for b in bars.values(): b.close()
 
@@ -184,7 +187,8 @@ def train_runs(
     cfgs: dict[str, TrainConfig],  # run name -> its config (each with its own out_dir)
     jobs: int | None = None,  # trainings at a time; None: `default_jobs()`
     progress: bool = True,
-    prepared: bool = False,  # the caller has already run `check_reusable` and `share_class_stats` on these runs (or more)
+    # the caller has already run `check_reusable` and `share_class_stats` on these runs (or more)
+    prepared: bool = False,
 ) -> dict[str, dict]:  # run name -> its metrics.json
     "Train (or resume, or skip when finished) a set of runs that share their class statistics, `jobs` at a time."
     jobs = default_jobs() if jobs is None else jobs

@@ -74,7 +74,8 @@ class ClassDropExplorer:
         self.panels: dict[str, np.ndarray | None] = {}  # the arrays on show
         self.error: str | None = None  # the last error of an update, also shown in `self.log`
         self.updates = 0  # updates drawn so far
-        self.run_diagnostics: dict = {}  # model name -> drop-branch diagnostics measured after training (see `from_checkpoints`)
+        # model name -> drop-branch diagnostics measured after training (see `from_checkpoints`)
+        self.run_diagnostics: dict = {}
         self.settle, self._ticket = settle, 0
         self._sample_cache, self._drawn, self._holding, self._logit_limits = (None, None), {}, False, {}
 
@@ -95,7 +96,8 @@ class ClassDropExplorer:
         html = lambda value="": W.HTML(value, tooltip="")  # a tooltip of None would show as "null" on hover
         self.status, self.legend, self.readout = html(), html(), html()
         self.legend.add_class("dropclass-legend"); self.readout.add_class("dropclass-still-predicted")
-        self.log = W.Output(layout={"max_height": "160px", "overflow": "auto"})  # gets a red border while it shows an error
+        # gets a red border while it shows an error
+        self.log = W.Output(layout={"max_height": "160px", "overflow": "auto"})
         self.log.add_class("dropclass-log")
         rows, cols = self._sample(0)[1].shape[-2:]
         w, h = 3.2, max(1.2, 3.2 * rows / cols)  # inches at 100 px each: about a grid cell's width
@@ -202,7 +204,8 @@ def _update(self: ClassDropExplorer):
         self.panels = arrays_on_show(image, mask, s, has_drop)
         lo, hi = self._logit_limits.get(st["model"], s.logit_range)  # fixed per model from its first scene's logits,
         for v in (p for p in (self.panels["before_logits"], self.panels["after_logits"]) if p is not None):
-            if np.isfinite(v).any(): lo, hi = min(lo, float(np.nanmin(v))), max(hi, float(np.nanmax(v)))  # widened if a bar overflows
+            # widened if a bar overflows
+            if np.isfinite(v).any(): lo, hi = min(lo, float(np.nanmin(v))), max(hi, float(np.nanmax(v)))
         self._logit_limits[st["model"]] = (lo, hi)
         view = View(st, s, has_drop, self.panels, self.labels, len(self.dataset), self._logit_limits[st["model"]])
         images = {}
@@ -314,7 +317,8 @@ def from_checkpoints(
     loaded = {name: load_model(path, device) for name, path in checkpoints.items()}
     cfg = next(iter(loaded.values()))[1]
     ex = cls({name: m for name, (m, _) in loaded.items()}, explorer_dataset(cfg, split, length), **kwargs)
-    for name, path in checkpoints.items():  # the drop-branch diagnostics that training measured (metrics.json beside it)
+    # the drop-branch diagnostics that training measured (metrics.json beside it)
+    for name, path in checkpoints.items():
         metrics = Path(path).parent / "metrics.json"
         if metrics.is_file(): ex.run_diagnostics[name] = read_diagnostics(json.loads(metrics.read_text()).get("diagnostics"))
     if ex.run_diagnostics: ex._update()  # redraw the readout with them

@@ -94,7 +94,8 @@ class View(NamedTuple):
 class Panel:
     "One panel of the explorer, written in one place: its figure, what it depends on, how it is drawn, its words."
     name: str  # also its CSS classes: dropclass-<name>-panel (the image), -view, -caption
-    build: Callable[[float, float, LabelSet], tuple[Figure, Any]]  # (width, height in inches, labels) -> figure, artists
+    # (width, height in inches, labels) -> figure, artists
+    build: Callable[[float, float, LabelSet], tuple[Figure, Any]]
     key: Callable[[View], tuple]  # what the picture depends on: it is drawn again only when this changes
     draw: Callable[[Any, Figure, View], None]  # set the data of the artists
     title: Callable[[View], tuple[str, str]]  # a title in words and a subtitle in the paper's notation

@@ -37,9 +37,11 @@ class ExploreState(NamedTuple):
     region: np.ndarray | None  # (H, W) bool, the pixels of `dropped`: in the ground truth or predicted before the drop
     before_logits: np.ndarray  # (C,) mean logits of the output over `region` (over the image when nothing is dropped)
     before_probs: np.ndarray  # (C,) mean probabilities of the output over the same pixels
-    after_logits: np.ndarray  # (C,) mean logits of the drop branch with `dropped` dropped over `region` (NaN if it is empty)
+    # (C,) mean logits of the drop branch with `dropped` dropped over `region` (NaN if it is empty)
+    after_logits: np.ndarray
     after_probs: np.ndarray  # (C,)
-    still_predicted: float | None  # share of the pixels the output predicts as `dropped` that the drop branch still does
+    # share of the pixels the output predicts as `dropped` that the drop branch still does
+    still_predicted: float | None
     logit_range: tuple[float, float]  # smallest and largest logit of the output over the image
     class_map: np.ndarray  # (h1, w1) A^c of the inspected class summed over channels (Eq. 2, S^c = W_c)
     class_map_relative: np.ndarray  # (h1, w1) class_map minus its mean over all classes: where class c stands out

@@ -26,7 +26,8 @@ class Method:
     name: str
     doc: str  # one line: what is trained and with which loss
     model: Callable  # (network, cfg) -> the module that is trained and saved
-    objective: Callable  # (cfg, model, weight, labels, schedule, generator) -> objective(net, images, masks, it) -> (loss, parts)
+    # (cfg, model, weight, labels, schedule, generator) -> objective(net, images, masks, it) -> (loss, parts)
+    objective: Callable
 
 
 METHODS: dict[str, Method] = {}  # name -> Method; `TrainConfig(method=...)` accepts every name registered here
@@ -76,7 +77,8 @@ class DropClassObjective:
                  alpha: float = ALPHA, suppress: bool = True, ignore_index: int = IGNORE_INDEX):
         self.core, self.schedule = unwrap(model), schedule
         if not isinstance(self.core, DropClass): raise TypeError(f"DropClassObjective trains a DropClass model, got {type(self.core).__name__}")
-        self.core.generator = generator  # the dropped classes: the run's own stream, in its checkpoint, equal on every process
+        # the dropped classes: the run's own stream, in its checkpoint, equal on every process
+        self.core.generator = generator
         self.loss = DropClassLoss(weight=weight, alpha=alpha, suppress=suppress, ignore_index=ignore_index)
         if weight is not None: self.loss = self.loss.to(weight.device)
         self.with_labels = self.core.importance == "class"  # Eq. 1 over the pixels of each class needs the labels

@@ -115,7 +115,8 @@ def miou(
 
 # %% ../nbs/20_metrics.ipynb #8d280028
 def rare_classes(
-    source: LabelSet | Tensor | np.ndarray | Sequence[float],  # a label set with pixel shares, or (C,) training pixel counts
+    # a label set with pixel shares, or (C,) training pixel counts
+    source: LabelSet | Tensor | np.ndarray | Sequence[float],
     n: int | None = None,  # how many classes; None: the rarer half, C // 2
 ) -> list[int]:  # train ids, rarest first
     "The `n` rarest classes, by a label set's published pixel shares or by training pixel counts."
@@ -262,7 +263,8 @@ def evaluate(
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                 raise ValueError("the loader must yield (image, mask) batches")
             images, masks = (t.as_subclass(Tensor).to(device, non_blocking=True) for t in batch)
-            if images.is_floating_point(): images = images.to(dtype_of(model))  # e.g. a model trained with dtype float64
+            # e.g. a model trained with dtype float64
+            if images.is_floating_point(): images = images.to(dtype_of(model))
             logits = logits_of(model(images))
             if not torch.isfinite(logits).all():
                 raise ValueError("the model predicts NaN or infinite logits, so its scores would be meaningless: its weights "

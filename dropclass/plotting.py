@@ -46,7 +46,8 @@ def label_legend(
     ncol = ncol or min(4, 1 + len(ids) // 10)
     if hasattr(ax, "legend") and hasattr(ax, "imshow"):
         return ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False, ncol=ncol, **kwargs)
-    constrained = type(ax.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"  # it makes room for an "outside" legend
+    # it makes room for an "outside" legend
+    constrained = type(ax.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
     return ax.legend(handles=handles, loc="outside lower center" if constrained else "lower center", fontsize=7, frameon=False,
                      ncol=max(ncol, min(len(ids), 8)), **kwargs)
 
@@ -65,7 +66,8 @@ def show_labels(
     mask: Tensor | np.ndarray,  # (H, W) train ids, `labels.ignore_index` for pixels of no class (drawn black)
     labels: LabelSet,
     title: str | None = None,
-    legend: bool | list = True,  # True: a legend of the classes in `mask`; a list: of these classes; False: none (see `label_legend`)
+    # True: a legend of the classes in `mask`; a list: of these classes; False: none (see `label_legend`)
+    legend: bool | list = True,
 ) -> list[int]:  # the classes in the mask
     "Draw a label map in the display palette, with a legend of its classes."
     mask = torch.as_tensor(np.asarray(mask))

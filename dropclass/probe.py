@@ -67,7 +67,8 @@ def frozen_features(
     return FrozenFeatures(torch.cat(feats), torch.cat(labels), ignore_index)
 
 # %% ../nbs/27_probe.ipynb #b7e00010
-PROBE_NORMS = ("batch", "frozen", "group", "none")  # the compensation norm while the head trains: BatchNorm on batch statistics (official), BatchNorm frozen at its running statistics, GroupNorm, none (None: the model's own, as it trained)
+# the compensation norm while the head trains: BatchNorm on batch statistics (official), BatchNorm frozen at its running statistics, GroupNorm, none (None: the model's own, as it trained)
+PROBE_NORMS = ("batch", "frozen", "group", "none")
 PROBE_DRAWS = ("all", "present")  # z drawn among all classes (Eq. 3) or among the classes present in the batch
 
 
@@ -189,7 +190,8 @@ def probe_drops(
     """Train only the head of `model` on frozen features with a class dropped in every batch (Eq. 9, fixed lambda) and
     measure it at each checkpoint of `settings.drops` (drops per class). Returns the settings and one row per checkpoint."""
     s = settings or ProbeSettings()
-    head = set_probe_mode(probe_head(model, s.norm, s.average), True)  # once: measuring (`evaluating`) restores every mode
+    # once: measuring (`evaluating`) restores every mode
+    head = set_probe_mode(probe_head(model, s.norm, s.average), True)
     C = head.num_classes
     rare = rare_classes(train.pixel_counts(C)) if rare is None else list(rare)
     dev, dtype = device_of(head), dtype_of(head)

@@ -73,7 +73,8 @@ class SeededAugment(Dataset):
         e, pos, i = key
         image, mask = self.base[i]
         with torch.random.fork_rng(devices=[]):  # the CPU generator only: `torch.manual_seed` would also queue a
-            torch.random.default_generator.manual_seed(hash((self.seed, e, pos, i)) % (2**63 - 1))  # CUDA seed, with a stack trace, per element
+            # CUDA seed, with a stack trace, per element
+            torch.random.default_generator.manual_seed(hash((self.seed, e, pos, i)) % (2**63 - 1))
             return self.transforms(image, mask)
 
 # %% ../nbs/21d_sampling.ipynb #65da0200

@@ -147,7 +147,8 @@ def comparison_table(
                            np.stack(values))
 
 # %% ../nbs/25_tables.ipynb #7ab20013
-PAPER_TABLE1 = {  # the paper's Table 1 as printed: 19 classes in `CITYSCAPES.by_share()` order, then mIoU and mIoU-dagger, in %
+# the paper's Table 1 as printed: 19 classes in `CITYSCAPES.by_share()` order, then mIoU and mIoU-dagger, in %
+PAPER_TABLE1 = {
     "HRNetV1": {
         "Baseline": [47.9, 53.5, 63.3, 47.3, 71.8, 48.6, 72.8, 72.8, 44.7, 52.0, 61.5, 77.0, 56.7, 93.5, 81.6, 92.9, 91.5, 90.5, 97.5, 69.3, 58.1],
         "Ours": [50.2, 55.7, 65.3, 48.0, 73.4, 48.6, 74.1, 75.3, 47.1, 53.7, 61.9, 78.7, 61.6, 94.0, 82.3, 93.3, 92.1, 91.1, 97.6, 70.7, 59.7],

@@ -104,7 +104,8 @@ class Run:
         for cb in callbacks: cb(entry)
 
 
-RUN_FILES = ("last.pt", "best.pt", "metrics.json", "history.jsonl", "class_stats.json", "plain.json")  # what a run writes
+# what a run writes
+RUN_FILES = ("last.pt", "best.pt", "metrics.json", "history.jsonl", "class_stats.json", "plain.json")
 
 # %% ../nbs/21g_train.ipynb #96115cd4
 def _lock_run_folder(out: Path):
@@ -123,7 +124,8 @@ def _lock_run_folder(out: Path):
 def prepare_run(cfg: TrainConfig) -> Run:
     """Seed, build the data, the model and the optimiser of `cfg`, and resume from `out_dir/last.pt` when it is there.
     The run folder is locked for this process until `train` ends (or the run's `lock` is closed)."""
-    if cfg.encoder_weights not in (None, "imagenet") and not Path(cfg.encoder_weights).is_file():  # before any data is read
+    # before any data is read
+    if cfg.encoder_weights not in (None, "imagenet") and not Path(cfg.encoder_weights).is_file():
         raise ValueError(f"encoder_weights must be None, 'imagenet' or a file that exists; there is no file {cfg.encoder_weights}")
     device = resolve_device(cfg.device)
     d = init_distributed(device)
@@ -134,7 +136,8 @@ def prepare_run(cfg: TrainConfig) -> Run:
         lock = _lock_run_folder(out)  # one writer per run folder
     try:
         if d.main:
-            for tmp in stale_temporaries(out, RUN_FILES): tmp.unlink(missing_ok=True)  # left by a process killed while writing
+            # left by a process killed while writing
+            for tmp in stale_temporaries(out, RUN_FILES): tmp.unlink(missing_ok=True)
             if not cfg.resume:  # a new run in this folder: the old run's files would be mixed with it
                 for name in RUN_FILES: (out / name).unlink(missing_ok=True)
         run = _build_run(cfg, device, d, out)
@@ -167,7 +170,8 @@ def _resume(run: Run, ckpt: Path) -> None:
 
 # %% ../nbs/21g_train.ipynb #e8a1664b
 def _build_run(cfg: TrainConfig, device, d: Dist, out: Path) -> Run:
-    sizes = {f"the {s} split": check_split(dataset_for(cfg, s, length=cfg.eval_length))  # a bad file fails now, not after training
+    # a bad file fails now, not after training
+    sizes = {f"the {s} split": check_split(dataset_for(cfg, s, length=cfg.eval_length))
              for s in dict.fromkeys([cfg.val_split, *cfg.eval_splits])}
     seed_everything(cfg.seed)
     train_set = dataset_for(cfg, cfg.train_split, length=cfg.train_length)
@@ -266,7 +270,8 @@ def finish_run(run: Run) -> dict:
     if val.miou > run.best["miou"]:
         run.best = {"miou": val.miou, "step": cfg.max_iters}
         run.checkpoint(cfg.max_iters)  # again, with the new best in it
-    if d.main and run.best["step"] == cfg.max_iters: link_same_file(run.out / "last.pt", run.out / "best.pt")  # one file, not two
+    # one file, not two
+    if d.main and run.best["step"] == cfg.max_iters: link_same_file(run.out / "last.pt", run.out / "best.pt")
     metrics = {"config": cfg.to_dict(), "best": run.best, "splits": {cfg.val_split: split_summary(val, run.labels)},
                "classes": list(run.labels.classes)}
     for split in cfg.eval_splits:
@@ -283,7 +288,8 @@ def train(cfg: TrainConfig, callbacks: list[Callable[[dict], None]] = ()) -> dic
     "Train (or resume) the run described by `cfg`; returns the final metrics (also written to out_dir/metrics.json)."
     run = prepare_run(cfg)
     try:
-        if run.step >= cfg.max_iters and not (run.out / "metrics.json").is_file():  # trained, its evaluation failed: evaluate it
+        # trained, its evaluation failed: evaluate it
+        if run.step >= cfg.max_iters and not (run.out / "metrics.json").is_file():
             return finish_run(run)
         if run.step >= cfg.max_iters:  # finished before
             path = run.out / "metrics.json"

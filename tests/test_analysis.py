@@ -375,7 +375,8 @@ def grad_cam_library(model, layer, x, c, region):
 
 def ours_like_library(model, x, c, region):
     "Our map with pytorch-grad-cam's scale and normalisation: times |region|, min-max, resize to the input, min-max again."
-    cam = class_gradcam(model, x, [c], region[:, None]) * region.sum((-2, -1))[:, None, None, None]  # their sum, our mean
+    # their sum, our mean
+    cam = class_gradcam(model, x, [c], region[:, None]) * region.sum((-2, -1))[:, None, None, None]
     return normalize_cams(upsample_cams(normalize_cams(cam), x.shape[-2:]))[:, 0]
 
 

@@ -124,7 +124,8 @@ def test_conventions_are_defined_once_and_imported_from_the_ground_floor():
             assert not re.search(rf"from \.+(importance|losses|features) import [^\n]*\b{name}\b", text), f"{m} imports {name} from the maths layer"
 
 
-PRIVATE = re.compile("|".join(["_drop" + "_logits", r"adapter\.output" + r"\(", "_class_pixel" + "_factor"]))  # spelt in pieces: this file is searched too
+# spelt in pieces: this file is searched too
+PRIVATE = re.compile("|".join(["_drop" + "_logits", r"adapter\.output" + r"\(", "_class_pixel" + "_factor"]))
 
 
 def test_no_private_name_of_dropclass_outside_core():

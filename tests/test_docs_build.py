@@ -42,7 +42,8 @@ def test_a_staged_notebook(tmp_path):
     assert "images/explorer.png" in out["data"]["text/markdown"]
     assert "(02_features.ipynb)" in sources[2]  # a page of the site stays a page
     readme = build._links("see [the README](../README.md#two-commands)", ROOT / "nbs" / "x.ipynb", "https://example.org/r")
-    assert readme == "see [the README](https://example.org/r/blob/main/README.md#two-commands)"  # a repository file: its URL
+    # a repository file: its URL
+    assert readme == "see [the README](https://example.org/r/blob/main/README.md#two-commands)"
     assert sources[-1].startswith("## API reference: `dropclass.losses`") and "automodule:: dropclass.losses" in sources[-1]
 
 
@@ -50,7 +51,8 @@ def test_docstrings_become_rest_with_math_and_code_kept_apart():
     ext = module_from_path("dropclass_sphinx", ROOT / "docs" / "dropclass_sphinx.py")
     # two math spans with a code span between them: each stays what it is
     assert ext.to_rst("weights $M^c_{u,v}$ of `x` over class $c$.") == r"weights :math:`M^c_{u,v}` of ``x`` over class :math:`c`."
-    assert ext.to_rst("|C| classes, mIoU* and name_") == r"\|C\| classes, mIoU\* and name\_"  # no substitution, emphasis, target
+    # no substitution, emphasis, target
+    assert ext.to_rst("|C| classes, mIoU* and name_") == r"\|C\| classes, mIoU\* and name\_"
     assert ext.to_rst("$$a + b$$ and `a|b`") == ":math:`a + b` and ``a|b``"  # inside code, nothing is escaped
 
 

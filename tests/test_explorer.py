@@ -87,7 +87,8 @@ def test_drop_prediction_is_the_drop_branch(which, z, dc, fpn, data):
         np.testing.assert_allclose(s.drop_logits, up(out.drop_logits).mean((0, 2, 3)).numpy(), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(s.drop_probs, up(out.drop_logits).softmax(1).mean((0, 2, 3)).numpy(), atol=1e-6)
         np.testing.assert_allclose(s.plain_probs, up(out.logits).softmax(1).mean((0, 2, 3)).numpy(), atol=1e-6)
-        np.testing.assert_array_equal(s.kept_prediction, model(x).argmax(1)[0].numpy())  # inference="drop": the model's prediction
+        # inference="drop": the model's prediction
+        np.testing.assert_array_equal(s.kept_prediction, model(x).argmax(1)[0].numpy())
     assert s.dropped == z and s.inspected == 5
 
 
@@ -195,10 +196,12 @@ def explorer(runs, data):
 
 def test_widget_state_and_panels(explorer, data):
     ex = explorer
-    assert ex.state == {"image": 0, "drop": None, "inspect": "car", "model": "DropClass"}  # it opens on the DropClass model
+    # it opens on the DropClass model
+    assert ex.state == {"image": 0, "drop": None, "inspect": "car", "model": "DropClass"}
     assert ex.error is None and ex.panels["changed"] is None and ex.panels["after_probs"] is None
     assert all(v.value.startswith("<img") for v in ex.views.values())  # every panel drawn
-    np.testing.assert_array_equal(ex.panels["output"], ex.result.kept_prediction)  # the output is the drop branch, nothing dropped
+    # the output is the drop branch, nothing dropped
+    np.testing.assert_array_equal(ex.panels["output"], ex.result.kept_prediction)
     ex.set(model="baseline")
     assert ex.panels["drop_prediction"] is None and "no drop branch" in ex.captions["drop"].value
     np.testing.assert_array_equal(ex.panels["output"], ex.result.prediction)  # a baseline's output is h(A)
@@ -244,7 +247,8 @@ def test_bars_keep_their_axes_per_model(explorer):
     first = ylim()
     ex.set(image=2, drop="road")
     later = ylim()
-    assert later[0] <= first[0] and later[1] >= first[1]  # kept, or widened for a bar that would not fit; never narrowed
+    # kept, or widened for a bar that would not fit; never narrowed
+    assert later[0] <= first[0] and later[1] >= first[1]
     assert ex.figures["bars"].axes[0].get_ylim() == (0.0, 1.0)
     legend = [t.get_text() for t in ex.figures["bars"].axes[0].get_legend().get_texts()]
     assert legend == ["before: the model's output", "after: drop branch, road dropped"]
@@ -300,7 +304,8 @@ def test_pixel_accuracy_leaves_out_the_label_sets_ignore_index(dc, data):
     mask[:, : mask.shape[1] // 2] = 250  # the left half unlabelled
     ex = ClassDropExplorer({"DropClass": dc}, [(image, mask)], labels=labels)
     gt = mask.numpy()
-    for panel, pred in (("output", ex.result.output_prediction), ("plain", ex.result.prediction)):  # each on what it shows
+    # each on what it shows
+    for panel, pred in (("output", ex.result.output_prediction), ("plain", ex.result.prediction)):
         expected = (pred[gt != 250] == gt[gt != 250]).mean()
         assert f"pixel accuracy {100 * expected:.1f}%" in ex.captions[panel].value
 
@@ -352,7 +357,8 @@ def test_default_checkpoints_train_once_then_load(tmp_path, monkeypatch):
     monkeypatch.setattr("dropclass.experiments.train", no_training)
     monkeypatch.setattr("dropclass.experiments._side_by_side", lambda *a: no_training(None))
     assert default_checkpoints(tmp_path, progress=False, overrides=small, bite=False) == ckpts
-    ex = default_explorer(tmp_path, length=3, progress=False, overrides=small, bite=False)  # with the cache: nothing to train
+    # with the cache: nothing to train
+    ex = default_explorer(tmp_path, length=3, progress=False, overrides=small, bite=False)
     assert list(ex.models) == ["baseline", "DropClass"] and len(ex.dataset) == 3
 
 
@@ -362,7 +368,8 @@ def test_default_models_add_the_bite_model_once(tmp_path, monkeypatch):
     small = {"max_iters": 2, "ckpt_every": 2, "train_length": 16, "eval_length": 4}
     pair = default_checkpoints(tmp_path, progress=False, overrides=small, bite=False)
     plan = app_module.default_pair_plan(tmp_path, small)
-    assert app_module.BITE_NAME in plan and "the demo's baseline" not in plan  # the pair is cached; only the third model is missing
+    # the pair is cached; only the third model is missing
+    assert app_module.BITE_NAME in plan and "the demo's baseline" not in plan
     ckpts = default_checkpoints(tmp_path, progress=False, overrides=small)
     assert list(ckpts) == ["baseline", "DropClass", app_module.BITE_NAME] and {k: ckpts[k] for k in pair} == pair
     assert ckpts[app_module.BITE_NAME] == tmp_path / app_module.BITE_DIR / "last.pt"
@@ -470,7 +477,8 @@ def test_explore_says_what_it_does_at_once(tmp_path):
     slow part of starting), and within 2 s on the reference machine."""
     watch = tmp_path / "watch"
     watch.mkdir()
-    (watch / "sitecustomize.py").write_text(f"MARK, READY = {_TORCH_MARK!r}, {_WATCH_READY!r}\n" + _TORCH_WATCH)  # says when torch starts to load
+    # says when torch starts to load
+    (watch / "sitecustomize.py").write_text(f"MARK, READY = {_TORCH_MARK!r}, {_WATCH_READY!r}\n" + _TORCH_WATCH)
     guard, limit = scaled(60), scaled(2.0)  # measured before the process starts, not while it does
     proc, log = _start_explore(tmp_path, free_port(), "--cache-dir", str(tmp_path / "cache"), path=[watch])
     try:
@@ -601,9 +609,11 @@ def test_explore_in_a_browser(runs, tmp_path):
                 page.on("request", lambda r: requests.append(r.url))
                 page.goto(f"http://localhost:{port}/", timeout=ms(120))
                 drop = page.locator(".dropclass-drop select")
-                drop.wait_for(state="visible", timeout=ms(240))  # the kernel ran the app notebook and the widgets rendered
+                # the kernel ran the app notebook and the widgets rendered
+                drop.wait_for(state="visible", timeout=ms(240))
                 assert page.title() == "DropClass explorer"
-                page.locator(".dropclass-readout").get_by_text("Nothing dropped").wait_for(timeout=ms(60))  # opens on DropClass
+                # opens on DropClass
+                page.locator(".dropclass-readout").get_by_text("Nothing dropped").wait_for(timeout=ms(60))
                 changed = page.locator("img.dropclass-changed-panel")
                 src = changed.get_attribute("src")
                 drop.select_option(label=f"{z} (in scene)")  # the drop list marks the classes of the scene
@@ -627,7 +637,8 @@ def test_explore_in_a_browser(runs, tmp_path):
                     page.screenshot(path=str(_artifacts() / f"explorer_{width}x{height}.png"))  # what the screen shows
                     assert fit["scroll"] <= fit["width"] and not fit["wide"], f"at {width}x{height}: {fit}"
                     bottom = page.evaluate("() => document.querySelector('.dropclass-explorer').getBoundingClientRect().bottom")
-                    page.set_viewport_size({"width": width, "height": int(bottom) + 40})  # Voila scrolls inside the page
+                    # Voila scrolls inside the page
+                    page.set_viewport_size({"width": width, "height": int(bottom) + 40})
                     page.wait_for_timeout(300)
                     page.screenshot(path=str(_artifacts() / f"explorer_{width}_whole.png"))
                 outside = [u for u in requests if not u.startswith(("http://localhost", "data:", "blob:", "ws://localhost"))]

@@ -88,7 +88,8 @@ def _resnet_file(tmp_path, name, drop_prefix=None):
 
 
 @pytest.mark.parametrize("source, drop, message", [
-    ("resnet34", None, "tensors of the file are not in it"),  # every resnet18 tensor fits by name and shape: the extra blocks tell
+    # every resnet18 tensor fits by name and shape: the extra blocks tell
+    ("resnet34", None, "tensors of the file are not in it"),
     ("resnet18", "layer4.1.", "10 of its 100 tensors are missing"),
 ])
 def test_encoder_weights_of_another_network_are_refused(source, drop, message, tmp_path):
@@ -364,7 +365,8 @@ def test_resume_false_starts_a_new_run_without_the_old_files(tmp_path):
 
 def test_a_second_writer_to_a_run_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
-    first = prepare_run(config_from("tiny", {**SMALL, "out_dir": str(out)}))  # holds the folder, as a training in progress
+    # holds the folder, as a training in progress
+    first = prepare_run(config_from("tiny", {**SMALL, "out_dir": str(out)}))
     try:
         one_line_error(["train", "--config", "tiny", "--out", str(out)], capsys, f"another training is writing to {out}")
     finally:
@@ -559,11 +561,13 @@ def test_a_comparison_stopped_part_way_keeps_its_finished_seeds(tmp_path, monkey
                            progress=False)
     assert (runs / "seed0" / "dropclass" / "plain.json").is_file()  # seed 0 was read through h(A)...
     assert "seed0" in json.loads((runs / "bias_2.json").read_text())  # ... and on I* before seed 1 started
-    for m in ("baseline", "dropclass"): (runs / "seed0" / m / "last.pt").unlink()  # its weights gone, as on a new machine
+    # its weights gone, as on a new machine
+    for m in ("baseline", "dropclass"): (runs / "seed0" / m / "last.pt").unlink()
     monkeypatch.setattr(ex, "train_runs", real)
     checked, check = [], ex.check_reusable
     monkeypatch.setattr(ex, "check_reusable", lambda cfgs: (checked.append(sorted(cfgs)), check(cfgs))[1])
     result = ex.compare_methods("tiny", [0, 1], runs, ["train_length=16", "eval_length=4", "max_iters=2"], jobs=2,
                                 bias_scenes=2, progress=False)
     assert set(result["per_seed"]) == {0, 1} and "I*" in result["per_seed"][0]
-    assert checked == [["seed0/baseline", "seed0/dropclass", "seed1/baseline", "seed1/dropclass"]]  # once, every seed, up front
+    # once, every seed, up front
+    assert checked == [["seed0/baseline", "seed0/dropclass", "seed1/baseline", "seed1/dropclass"]]

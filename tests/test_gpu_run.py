@@ -46,7 +46,8 @@ def session(tmp_path_factory):
     budget = 400  # the script's budget with --tiny, before the scale
     proc = subprocess.run(["bash", str(SCRIPT), "--tiny", "--device", "cpu", "--time-scale", f"{scale:.2f}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=(budget + 60) * scale + 60)  # a hung script only: the
-    return out, proc, before, _results_listing()  # steps, their kill-after and the summary end within budget + 60 s (scaled)
+    # steps, their kill-after and the summary end within budget + 60 s (scaled)
+    return out, proc, before, _results_listing()
 
 
 def _steps_that_failed(out: Path) -> str:

@@ -91,7 +91,8 @@ def test_demo_presets_start_from_imagenet(lite0):
     official = build_model(config_from("demo", {"method": "baseline", "init_std": 0.001}), 19)
     torch.testing.assert_close(official.encoder.state_dict()["model.conv_stem.weight"], lite0.state_dict()["conv_stem.weight"])
     assert official.segmentation_head[0].weight.std() < 0.002  # the non-pretrained parts start as N(0, 0.001)...
-    assert TrainConfig().init_std == 0.001  # ... the official default; the CPU presets keep smp's own init (notebook 22)
+    # ... the official default; the CPU presets keep smp's own init (notebook 22)
+    assert TrainConfig().init_std == 0.001
     smp_init = build_model(config_from("demo", {"method": "baseline"}), 19)
     assert smp_init.segmentation_head[0].weight.std() > 0.01
     torch.testing.assert_close(smp_init.encoder.state_dict()["model.conv_stem.weight"], lite0.state_dict()["conv_stem.weight"])
@@ -283,7 +284,8 @@ def test_demo_side_by_side_writes_both_runs_and_the_report(tmp_path):
 
 def test_demo_child_failure_is_reported_with_its_log(tmp_path):
     from dropclass.demo import run_demo
-    with pytest.raises(RuntimeError, match="failed .*train.log"):  # the children fail on a bad dataset argument, the parent says where
+    # the children fail on a bad dataset argument, the parent says where
+    with pytest.raises(RuntimeError, match="failed .*train.log"):
         run_demo(tmp_path, quick=True, progress=False, overrides=TINY_DEMO + ["class_weights=none", 'dataset_args={"bogus": 1}'], jobs=2)
 
 

@@ -26,7 +26,8 @@ def test_matrix_by_hand_with_ignored_pixels(dtype):
     pred = torch.tensor([[[0, 1, 1], [1, 1, 2]]], dtype=dtype)
     m = confusion_matrix(pred, target, 3)
     assert m.dtype == torch.int64
-    assert m.tolist() == [[1, 1, 0], [0, 2, 0], [0, 1, 0]]  # rows truth, columns prediction; the 255 pixel counts nowhere
+    # rows truth, columns prediction; the 255 pixel counts nowhere
+    assert m.tolist() == [[1, 1, 0], [0, 2, 0], [0, 1, 0]]
 
 
 def test_prediction_at_ignored_pixels_does_not_count():

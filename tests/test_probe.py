@@ -25,7 +25,8 @@ def runs(tmp_path_factory):
 
 
 def _probe(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=scaled(600))  # a guard against a hung script only
+    # a guard against a hung script only
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=scaled(600))
 
 
 def test_probe_script_writes_every_variant_and_reuses_them(runs, tmp_path):
@@ -48,7 +49,8 @@ def test_probe_script_writes_every_variant_and_reuses_them(runs, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "official: already measured" in again.stdout and "no_norm: already measured" not in again.stdout
     d = json.loads(out.read_text())
-    assert set(d["variants"]) == {"official", "frozen_bn", "z_present", "no_norm"}  # the earlier call's variants are kept
+    # the earlier call's variants are kept
+    assert set(d["variants"]) == {"official", "frozen_bn", "z_present", "no_norm"}
     assert len(d["commands"]) == 2
 
 

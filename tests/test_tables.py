@@ -45,7 +45,8 @@ def test_table_order_rare_and_other_options():
     assert t["Δ"]["a"] == pytest.approx(-10) and t["Δ (%)"]["c"] == pytest.approx(100)
     assert t["y"]["mIoU_dagger"] == pytest.approx(20)
     single = comparison_table({"only": [0.1, 0.2, 0.3]}, TOY, rare=[])
-    assert comparison_table({"only": [0.1, 0.2, 0.3]}, TOY, order=np.argsort([3, 1, 2])).classes == ["b", "c", "a"]  # NumPy ids
+    # NumPy ids
+    assert comparison_table({"only": [0.1, 0.2, 0.3]}, TOY, order=np.argsort([3, 1, 2])).classes == ["b", "c", "a"]
     assert single.rows == ["only"] and single.columns == ["b", "c", "a", "mIoU"]
     voc = comparison_table({"m": torch.full((21,), 0.5)}, VOC)  # no pixel shares: train-id order, no mIoU†
     assert voc.classes == list(VOC.classes) and voc.rare == [] and "mIoU†" not in voc.header

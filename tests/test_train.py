@@ -163,7 +163,8 @@ def test_two_process_ddp_matches_one_process_with_twice_the_batch(tmp_path):
     model, cfg = load_model(tmp_path / "ddp" / "last.pt")
     assert cfg.dtype == "float64" and all(p.dtype == torch.float64 for p in model.parameters())  # loads as it trained
     assert same(w["single"], w["ddp"], atol=EXACT)
-    assert not same(w["half"], w["ddp"], atol=DIFFERENT)  # the comparison can tell: the per-process batch trains other weights
+    # the comparison can tell: the per-process batch trains other weights
+    assert not same(w["half"], w["ddp"], atol=DIFFERENT)
     ma, mb = (json.loads((tmp_path / n / "metrics.json").read_text())["splits"]["val"]["miou"] for n in ("single", "ddp"))
     assert abs(ma - mb) < 1e-9  # evaluation sharded over the processes and summed
 

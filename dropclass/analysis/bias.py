@@ -264,7 +264,8 @@ def shift_table(
     before: Mapping[str, np.ndarray | Sequence[float]],  # model name -> (C,) IoU on the original set (fractions)
     after: Mapping[str, np.ndarray | Sequence[float]],  # model name -> (C,) IoU on the shifted set, same names
     labels: LabelSet,  # class names (and pixel shares, for order="share")
-    order: str | Sequence[int | str] = "vulnerability",  # "vulnerability" (the baseline's, largest first), "share" or a list
+    # "vulnerability" (the baseline's, largest first), "share" or a list
+    order: str | Sequence[int | str] = "vulnerability",
     n: int | None = None,  # classes in mIoU*; None: C // 2
     sets: tuple[str, str] = ("I", "I*"),  # names of the two sets in the row names
     baseline: str | None = None,  # whose vulnerability ranks the classes; None: the first model
@@ -317,7 +318,8 @@ def drop_figure(
     labels: LabelSet,  # class names (and pixel shares for the order)
     order: str | Sequence[int | str] = "share",  # order of rows and columns: "share" or a list of classes
     k: int = 3,  # influential classes marked per column (0: none)
-    vmax: float | None = None,  # colour limit in pp; None: the 98th percentile of |D| over the models (beyond it: saturated)
+    # colour limit in pp; None: the 98th percentile of |D| over the models (beyond it: saturated)
+    vmax: float | None = None,
 ) -> Figure:
     "Heatmaps of the pairwise IoU drop matrix (percentage points) of each model, one shared colour scale."
     if order == "vulnerability": raise ValueError("drop_figure orders by 'share' or an explicit list of classes")

@@ -31,7 +31,8 @@ __all__ = ['CONFUSABLE_PAIRS', 'prediction_path', 'class_regions', 'class_gradca
 def prediction_path(
     model: nn.Module,  # a DropClass model, or a model with an adapter (smp, torchvision, FeaturesClassifier)
     x: Tensor,  # (B, 3, H, W) images
-) -> tuple[Tensor, Callable[[Tensor], Tensor]]:  # A (B, K, h1, w1), detached, and head: A -> logits as the model outputs them
+# A (B, K, h1, w1), detached, and head: A -> logits as the model outputs them
+) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     "The feature map A of `x`, and the head that maps A to the model's prediction (for DropClass, as `inference` says)."
     if isinstance(model, DropClass):
         with torch.no_grad(): A = model.features(x)
@@ -99,7 +100,8 @@ def overlay(
     return (1 - alpha) * image.permute(1, 2, 0).cpu().numpy() / 255 + alpha * heat
 
 # %% ../../nbs/32_gradcam.ipynb #af960021
-CONFUSABLE_PAIRS = (("motorcycle", "bicycle"), ("truck", "train"), ("bus", "truck"))  # Figure 4: (GT class, non-GT class)
+# Figure 4: (GT class, non-GT class)
+CONFUSABLE_PAIRS = (("motorcycle", "bicycle"), ("truck", "train"), ("bus", "truck"))
 
 
 def gradcam_pair(
@@ -108,7 +110,8 @@ def gradcam_pair(
     mask: Tensor,  # (H, W) ground-truth labels
     gt: int,  # the ground-truth class of the object
     other: int,  # the confusable class
-    region: str = "gt",  # Eq. 1's region: "gt" the ground-truth pixels of `gt`, "pred" the pixels the model predicts as `gt`
+    # Eq. 1's region: "gt" the ground-truth pixels of `gt`, "pred" the pixels the model predicts as `gt`
+    region: str = "gt",
 ) -> tuple[Tensor, Tensor]:  # maps (2, H, W) of gt and other, scaled together to [0, 1]; the region (H, W) bool
     "Grad-CAM of a ground-truth class and of a confusable class, both averaged over the GT object, scaled together."
     x, H, W = image[None], *mask.shape[-2:]

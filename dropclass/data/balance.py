@@ -133,7 +133,8 @@ class _MaskCounts(Dataset):
 
 
 def class_statistics(
-    dataset,  # a dataset following the data contract: `len`, `ds[i] -> (image, mask)`, ideally `load_mask(i)` and `labels`
+    # a dataset following the data contract: `len`, `ds[i] -> (image, mask)`, ideally `load_mask(i)` and `labels`
+    dataset,
     num_classes: int | None = None,  # |C|; default: `dataset.labels.num_classes`
     ignore_index: int = IGNORE_INDEX,  # label of unlabelled pixels
     progress: bool = True,  # show a progress bar
@@ -147,7 +148,8 @@ def class_statistics(
     if len(dataset) == 0: raise ValueError("the dataset is empty: there is nothing to count")
     names = labels.classes if labels is not None and labels.num_classes == num_classes else None
     loader = DataLoader(_MaskCounts(dataset, num_classes, ignore_index), batch_size=16, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(0))  # its own generator: counting draws nothing from torch's global one
+                        # its own generator: counting draws nothing from torch's global one
+                        generator=torch.Generator().manual_seed(0))
     rows = []
     with tqdm(total=len(dataset), desc="class statistics", unit="mask", disable=not progress) as bar, torch_threads(1):
         for counts in loader:  # (B, C); one thread: the work per mask is too small to share out
@@ -184,7 +186,8 @@ def median_frequency_weights(
     return _fill_unseen(w, seen, unseen).float()
 
 # %% ../../nbs/14_balance.ipynb #92be0023
-HRNET_CITYSCAPES_WEIGHTS = (  # HRNet-Semantic-Segmentation, lib/datasets/cityscapes.py: Cityscapes class weights, train-id order
+# HRNet-Semantic-Segmentation, lib/datasets/cityscapes.py: Cityscapes class weights, train-id order
+HRNET_CITYSCAPES_WEIGHTS = (
     0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
     0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507)
 

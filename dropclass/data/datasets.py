@@ -52,7 +52,8 @@ def _check_pairs(
                             f"e.g. {missing[0][0].name} has no {missing[0][1]}", layout)
 
 # %% ../../nbs/12_datasets.ipynb #13190007
-UNKNOWN_LABELS = ("error", "warn", "ignore")  # what a label value outside the label set does: fail, warn and void it, void it
+# what a label value outside the label set does: fail, warn and void it, void it
+UNKNOWN_LABELS = ("error", "warn", "ignore")
 
 
 class _SegmentationFiles(Dataset):
@@ -89,7 +90,8 @@ class _SegmentationFiles(Dataset):
                     if a.size != b.size: bad.append(f"{img.name} {a.size[0]}x{a.size[1]} vs {tgt.name} {b.size[0]}x{b.size[1]}")
                     sizes.add((a.size[1], a.size[0]))
                     for path, f in ((img, a), (tgt, b)):
-                        try: f.verify()  # reads the whole file: a truncated or corrupt one fails here, not in an evaluation
+                        # reads the whole file: a truncated or corrupt one fails here, not in an evaluation
+                        try: f.verify()
                         except Exception as e:
                             raise ValueError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); write it again") from None
             except OSError as e:  # missing, unreadable, or not an image at all
@@ -159,7 +161,8 @@ class CityscapesSegmentation(_SegmentationFiles):
         root: str | Path,  # folder that holds leftImg8bit/ and gtFine/ (see `CITYSCAPES_LAYOUT`)
         split: str = "train",  # "train", "val" or "test" (whose labels are withheld: the masks are void)
         transforms: Callable | None = None,  # joint transform `(image, mask) -> (image, mask)`
-        unknown_labels: str = "error",  # a value that is no Cityscapes labelId: "error", "warn" (void, with the count) or "ignore" (void)
+        # a value that is no Cityscapes labelId: "error", "warn" (void, with the count) or "ignore" (void)
+        unknown_labels: str = "error",
     ):
         self.images, self.targets = _cityscapes_files(root, split)
         self.root, self.split, self.transforms = Path(root), split, transforms
@@ -252,7 +255,8 @@ class VOCSegmentation(_SegmentationFiles):
         split: str = "train",  # "train", "val" or "trainval"
         transforms: Callable | None = None,  # joint transform `(image, mask) -> (image, mask)`
         augmented: bool | None = None,  # train on SBD's train_aug: None when present, True required, False never
-        unknown_labels: str = "error",  # a value that is no class index nor 255: "error", "warn" (void, with the count) or "ignore"
+        # a value that is no class index nor 255: "error", "warn" (void, with the count) or "ignore"
+        unknown_labels: str = "error",
     ):
         self.images, self.targets, self.augmented = _voc_files(root, split, augmented)
         self.root, self.split, self.transforms = Path(root), split, transforms
@@ -274,8 +278,10 @@ class DatasetInfo:
     "What training needs to know about a registered dataset before building it."
     labels: LabelSet | None = None  # its label set (None: read from a built dataset)
     splits: tuple[str, ...] | None = None  # its split names (None: not checked before building)
-    eval_splits: tuple[str, ...] = ()  # further splits a training run evaluates by default (the synthetic counterfactual scenes)
-    generated: bool = False  # drawn on the fly: reads no folder, and takes `length` (how many samples) and `size` (H, W)
+    # further splits a training run evaluates by default (the synthetic counterfactual scenes)
+    eval_splits: tuple[str, ...] = ()
+    # drawn on the fly: reads no folder, and takes `length` (how many samples) and `size` (H, W)
+    generated: bool = False
 
 
 DATASET_INFO: dict[str, DatasetInfo] = {}  # name -> what is known about it
@@ -358,7 +364,8 @@ def open_dataset(
     root: str | Path | None = None,  # its folder (none for a generated dataset)
     split: str = "train",
     transforms: Callable | None = None,  # joint transform `(image, mask) -> (image, mask)`
-    length: int | None = None,  # number of samples: a generated dataset draws this many, a file dataset keeps its first ones
+    # number of samples: a generated dataset draws this many, a file dataset keeps its first ones
+    length: int | None = None,
     size: tuple[int, int] | None = None,  # (H, W) of a generated dataset's samples (ignored by file datasets)
     **kwargs,  # further arguments of the dataset
 ) -> Dataset:

@@ -31,7 +31,8 @@ def _umask() -> int:
 
 def stale_temporaries(
     folder: str | Path,
-    names: tuple[str, ...] | None = None,  # only the temporaries of these files (e.g. the files a run writes); None: any
+    # only the temporaries of these files (e.g. the files a run writes); None: any
+    names: tuple[str, ...] | None = None,
 ) -> list[Path]:
     "Temporary files that `atomic_write_bytes` leaves in `folder` when the process is killed during a write."
     if not Path(folder).is_dir(): return []

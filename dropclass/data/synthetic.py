@@ -39,7 +39,8 @@ FAMILY = {  # mean RGB colour and relative spread; None: the class is painted wi
     PERSON: (None, 0.15), RIDER: (None, 0.15), CAR: (None, 0.12), TRUCK: (None, 0.12), BUS: (None, 0.12),
     TRAIN: (None, 0.12), MOTORCYCLE: (None, 0.12), BICYCLE: (None, 0.12)}
 PAINTS = np.float32([[0.92, 0.92, 0.90], [0.12, 0.12, 0.13], [0.55, 0.56, 0.58], [0.72, 0.73, 0.75], [0.70, 0.12, 0.10],
-                     [0.15, 0.25, 0.60], [0.85, 0.70, 0.15], [0.25, 0.45, 0.30], [0.45, 0.30, 0.20]])  # shared by people and vehicles
+                     # shared by people and vehicles
+                     [0.15, 0.25, 0.60], [0.85, 0.70, 0.15], [0.25, 0.45, 0.30], [0.45, 0.30, 0.20]])
 GLASS, TYRE = np.float32([0.15, 0.17, 0.20]), np.float32([0.08, 0.08, 0.08])
 
 
@@ -357,7 +358,8 @@ def render_street(
     size: tuple[int, int] = (128, 256),  # (H, W)
     colocation: float | None = None,  # P(an object obeys its rule); default 1.0, or 0.0 for the counterfactual split
     labels_only: bool = False,  # stop before painting the image (the labels are the same; about twice as fast)
-) -> tuple[np.ndarray | None, np.ndarray]:  # image (3, H, W) uint8 (None if labels_only) and labels (H, W) uint8 train ids
+# image (3, H, W) uint8 (None if labels_only) and labels (H, W) uint8 train ids
+) -> tuple[np.ndarray | None, np.ndarray]:
     "Render one synthetic street scene, deterministically from `(seed, split, index)`."
     if split not in SPLITS: raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
     if colocation is None: colocation = 0.0 if split == "counterfactual" else 1.0

@@ -41,7 +41,8 @@ class RandomScale(v2.Transform):
     def __init__(
         self,
         scale_range: tuple[float, float] = (0.5, 2.0),  # the paper's range
-        interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR,  # for images; masks are resampled with nearest neighbours
+        # for images; masks are resampled with nearest neighbours
+        interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR,
         antialias: bool = True,  # low-pass before shrinking an image
     ):
         super().__init__()

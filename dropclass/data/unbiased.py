@@ -26,7 +26,8 @@ __all__ = ['IMAGENET_MEAN_RGB', 'INPAINT_ITERS', 'FILLS', 'inpaint', 'erase_clas
 
 # %% ../../nbs/15_unbiased.ipynb #43880007
 IMAGENET_MEAN_RGB = (124, 116, 104)  # 255 * (0.485, 0.456, 0.406): the colour that ImageNet normalisation maps to 0
-INPAINT_ITERS = 64  # Jacobi sweeps per pyramid level: a 40-pixel hole in a steep linear ramp comes back within 1 grey level
+# Jacobi sweeps per pyramid level: a 40-pixel hole in a steep linear ramp comes back within 1 grey level
+INPAINT_ITERS = 64
 
 
 def _relax(
@@ -90,7 +91,8 @@ def erase_class(
     mask: Tensor,  # (H, W) integer train ids, `ignore_index` for pixels of no class
     class_id: int,  # train id of the class X to erase
     fill: str = "inpaint",  # "inpaint": diffuse the surrounding colours in; "mean": the constant `color`
-    color: tuple[int, int, int] = IMAGENET_MEAN_RGB,  # RGB of the "mean" fill (and of "inpaint" when X is the whole image)
+    # RGB of the "mean" fill (and of "inpaint" when X is the whole image)
+    color: tuple[int, int, int] = IMAGENET_MEAN_RGB,
     ignore_index: int = IGNORE_INDEX,  # label given to the erased pixels
 ) -> tuple[tv_tensors.Image, tv_tensors.Mask]:  # new (3, H, W) uint8 image, new (H, W) int64 mask
     "Erase class `class_id` from a sample: fill its pixels in the image and label them `ignore_index` (I*, Section 3.4)."
