@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 __all__ = []
 
 # %% ../nbs/index.ipynb #c3120003
-_PUBLIC = {"DropClass": "core", "DropClassOutput": "core", "DropClassLoss": "losses", "DropSchedule": "losses",
-           "FeaturesClassifier": "adapters", "convert_head_to_1x1": "adapters", "register_adapter": "adapters"}
+_PUBLIC = {"DropClass": "core", "DropClassOptions": "core", "DropClassOutput": "core", "DropClassLoss": "losses",
+           "DropSchedule": "losses", "FeaturesClassifier": "adapters", "convert_head_to_1x1": "adapters", "register_adapter": "adapters"}
 
 
 def __getattr__(name: str):
