@@ -26,8 +26,8 @@ from .diagnostics import read_diagnostics
 from .machine import machine_line
 from .metrics import miou, paired_difference
 from .build import dataset_for, labels_for, needs_stats, training_stats
-from .checkpoints import load_checkpoint, load_model, read_history, read_json
-from .config import TrainConfig, config_from, parse_overrides, settings_changed
+from .checkpoints import load_checkpoint, load_model, read_history, read_json, settings_changed
+from .config import TrainConfig, config_from, parse_overrides
 from .distributed import Dist, resolve_device
 from .train import diagnose_split, evaluate_split, split_summary, train
 

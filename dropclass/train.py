@@ -18,9 +18,9 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .build import (build_model, check_input_sizes, check_split, class_weights_for, dataset_for, training_stats)
-from .checkpoints import (link_same_file, load_checkpoint, read_json, rng_states, save_checkpoint, seed_everything,
-                                   set_rng_states, truncate_history)
-from .config import DTYPES, TrainConfig, check_same_run, config_from, parse_resample
+from .checkpoints import (check_same_run, link_same_file, load_checkpoint, read_json, rng_states, save_checkpoint,
+                                   seed_everything, set_rng_states, truncate_history)
+from .config import DTYPES, TrainConfig, config_from, parse_resample
 from .conventions import error_line, unwrap, USER_ERRORS
 from .core import DropClass
 from .data.io import atomic_write_bytes, stale_temporaries
