@@ -103,7 +103,7 @@ def main(argv=None) -> int:
 
     previous = json.loads(out.read_text()) if out.is_file() else {}
     doc = {"run": str(ckpt), "model": {"arch": cfg.arch, "encoder": cfg.encoder, "max_iters": cfg.max_iters, "seed": cfg.seed,
-                                       "compensation_norm": cfg.compensation_norm, "average": cfg.average},
+                                       "compensation_norm": cfg.dropclass.compensation_norm, "average": cfg.dropclass.average},
            "classes": list(labels.classes), "rare": rare if rare is not None else "rarer half by training pixel counts",
            "train_scenes": len(train), "val_scenes": len(val), "class_weights": None if weight is None else [round(float(w), 5) for w in weight],
            "features_seconds": round(features_s, 1), "machine": machine_info(), "tiny": args.tiny,
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     has_bn = any(isinstance(m, torch.nn.BatchNorm2d) for m in model.compensate)
     for name in args.variants:
         if VARIANTS[name].get("norm") == "frozen" and not has_bn:
-            print(f"{name}: skipped, the model's compensating layer has no BatchNorm to freeze ({cfg.compensation_norm})")
+            print(f"{name}: skipped, the model's compensating layer has no BatchNorm to freeze ({cfg.dropclass.compensation_norm})")
             continue
         settings = ProbeSettings(drops=tuple(args.drops), batch_size=args.batch_size, seed=args.seed, **VARIANTS[name])
         old = doc["variants"].get(name)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from dropclass import DropClass
 from dropclass.adapters import FeaturesClassifier
-from dropclass.core import compensation
+from dropclass.core import DropClassOptions, compensation
 from dropclass.data.balance import class_statistics, mask_counts
 from dropclass.data.synthetic import SyntheticStreets, render_street
 from dropclass.diagnostics import DropDiagnostics, batch_diagnostics, drop_diagnostics
@@ -103,13 +103,14 @@ def test_compensation_defaults_are_the_official_ones():
     comp = DropClass(smp.FPN("resnet18", encoder_weights=None, classes=5)).compensate
     assert comp[1].momentum == 0.01
     assert abs(comp[0].weight.std().item() - 0.001) < 2e-4 and comp[0].bias.abs().max() == 0
-    torch_default = compensation(128, momentum=0.1, init_std=None)
+    torch_default = compensation(128, compensation_momentum=0.1, compensation_init_std=None)
     assert torch_default[1].momentum == 0.1 and torch_default[0].weight.std() > 0.02
-    with pytest.raises(ValueError, match="compensation_momentum"): compensation(8, momentum=1.5)
+    with pytest.raises(ValueError, match="compensation_momentum"): compensation(8, compensation_momentum=1.5)
 
 
 def test_config_reaches_the_compensation_layer():
-    cfg = TrainConfig(arch="tiny", method="dropclass", compensation_momentum=0.2, compensation_init_std=None, init_std=None)
+    cfg = TrainConfig(arch="tiny", method="dropclass", init_std=None,
+                      dropclass=DropClassOptions(compensation_momentum=0.2, compensation_init_std=None))
     assert build_model(cfg, 19).compensate[1].momentum == 0.2
 
 
@@ -285,7 +286,8 @@ def test_demo_side_by_side_writes_both_runs_and_the_report(tmp_path):
 def test_demo_child_failure_is_reported_with_its_log(tmp_path):
     from dropclass.demo import run_demo
     # the children fail on a bad dataset argument, the parent says where
-    with pytest.raises(RuntimeError, match="failed .*train.log"):
+    from dropclass.experiments import TrainingFailed
+    with pytest.raises(TrainingFailed, match="failed .*train.log"):
         run_demo(tmp_path, quick=True, progress=False, overrides=TINY_DEMO + ["class_weights=none", 'dataset_args={"bogus": 1}'], jobs=2)
 
 
