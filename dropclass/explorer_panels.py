@@ -117,11 +117,10 @@ def arrays_on_show(image: torch.Tensor, mask: torch.Tensor, s: ExploreState, has
 PANELS: dict[str, Panel] = {}  # name -> Panel, in reading order
 
 
-def register_panel(panel: Panel) -> Panel:
+def register_panel(panel: Panel) -> None:
     "Add a panel after the others (a name already there is replaced in its place); the explorer shows every entry."
     if not isinstance(panel, Panel): raise TypeError(f"register_panel takes a Panel, got {type(panel).__name__}")
     PANELS[panel.name] = panel
-    return panel
 
 # %% ../nbs/34b_explorer_panels.ipynb #20140a06
 def _images(n: int = 1):
