@@ -71,7 +71,7 @@ def default_pair_plan(
             "on two CPU cores, less with more cores or a GPU (`--no-bite` skips the third model). An interrupted "
             "training resumes where it stopped.")
 
-
+# %% ../nbs/35_app.ipynb #6a602b57
 def default_checkpoints(
     cache_dir: str | Path | None = None,  # default: `default_cache_dir()`
     progress: bool = True,  # progress bars while training
@@ -174,7 +174,7 @@ def _offline_page(page: bytes) -> bytes:
     page = _EXTERNAL.sub(b"", page)
     return page.replace(b"</body>", _WATCH + b"</body>", 1) if b"</body>" in page else page
 
-
+# %% ../nbs/35_app.ipynb #a26d6347
 def _voila():
     "Voila's app with the explorer's additions: the page made offline, and the alive path for the disconnection notice."
     try:
@@ -218,7 +218,7 @@ def _check_port(port: int, host: str = "localhost"):
         try: s.bind((host, port))
         except OSError: raise ValueError(f"port {port} on {host} is in use; choose another with --port") from None
 
-
+# %% ../nbs/35_app.ipynb #45500c08
 def serve(
     checkpoints: dict[str, str | Path] | None = None,  # model name -> checkpoint; None: the default pair
     port: int = 8866,  # port on localhost

@@ -163,7 +163,7 @@ def _eval(args) -> int:
 EVAL_SETTINGS = {"data_root", "dataset_args", "val_split", "eval_splits", "eval_length", "eval_batch_size", "num_workers",
                  "device", "diag_length", "inference", "progress"}  # what `dropclass eval --set` may change
 
-
+# %% ../nbs/23_cli.ipynb #254fdc0e
 def _explore(args) -> int:
     from dropclass.app import serve
     from dropclass.app import BITE_NAME

@@ -79,7 +79,7 @@ def _options(options: DropClassOptions | None, changes: dict) -> DropClassOption
 
 def _identity(t: Tensor) -> Tensor: return t
 
-
+# %% ../nbs/05_core.ipynb #0f151701
 class DropClassOutput(NamedTuple):
     "What `DropClass` returns in training mode, and what `DropClassLoss` reads."
     logits: Tensor  # (B, C, h1, w1) the model's own logits h(A), at the classifier's resolution

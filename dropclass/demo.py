@@ -165,7 +165,7 @@ def write_report(
     atomic_write_bytes(out / "report.md", _markdown(summary, tables, files, cfg, names).encode())
     return {"tables": tables, "files": files + ["results.json", "report.md"]}
 
-
+# %% ../nbs/22_demo.ipynb #4348fc82
 def _markdown(summary, tables, files, cfg, names) -> str:
     lines = ["# Baseline against DropClass", "",
              f"{cfg.arch}-{cfg.encoder}, {cfg.dataset} data at {cfg.crop_size[0]}x{cfg.crop_size[1]}, {cfg.max_iters} iterations "

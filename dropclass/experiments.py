@@ -88,7 +88,7 @@ def _duration(seconds: float) -> str:
     m = round(seconds / 60)
     return f"{m} min" if m < 60 else f"{m // 60} h {m % 60:02d} min"
 
-
+# %% ../nbs/26_experiments.ipynb #57c2366d
 def _seconds_per_iteration(history: list[dict]) -> tuple[int, float] | None:
     "(last step, seconds per iteration) from the loss entries this process logged (a resumed run restarts its clock)."
     pts = [(e["step"], e["time"]) for e in history if "ce" in e and "time" in e]
@@ -118,7 +118,7 @@ def training_estimate(cfgs: dict[str, TrainConfig], histories: dict[str, list[di
         slots[i] += w
     return max(slots)
 
-
+# %% ../nbs/26_experiments.ipynb #d82d462b
 def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> None:
     "Train the configs `jobs` at a time in child processes (cores split evenly), with one progress bar per run."
     threads = max(1, (os.cpu_count() or 2) // jobs)
@@ -164,7 +164,7 @@ def _side_by_side(cfgs: dict[str, TrainConfig], progress: bool, jobs: int) -> No
                 proc.terminate(); proc.wait(); log.close()
             for b in bars.values(): b.close()
 
-
+# %% ../nbs/26_experiments.ipynb #95172c7d
 def check_reusable(cfgs: dict[str, TrainConfig]) -> None:
     """Refuse, before anything trains, a set of runs in which a finished run (metrics.json) or a run to resume (last.pt)
     was trained with other settings than its config asks for: its results would be reported under settings it never had."""
@@ -283,7 +283,7 @@ def seed_summary(per_seed: dict, labels, reference: str = "baseline", readings=(
             out[split][reading] = rows
     return out
 
-
+# %% ../nbs/26_experiments.ipynb #f9c0d5e3
 def compare_methods(
     preset: str = "study",  # training preset of every run
     seeds: list[int] = (0, 1, 2, 3, 4),

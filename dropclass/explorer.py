@@ -42,7 +42,7 @@ _CSS = """<style>
   border-left: 4px solid #4c72b0; }
 </style>"""
 
-
+# %% ../nbs/34c_explorer.ipynb #0ee8ceeb
 class ClassDropExplorer:
     "Widgets to choose an image, a class to drop, a class to inspect and a model, and panels of what the model does."
 

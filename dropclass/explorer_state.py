@@ -64,7 +64,7 @@ def _class_sums(A: Tensor, weight: Tensor) -> Tensor:
     return (torch.einsum("khw,ck->chw", A[0].clamp(min=0), W.clamp(min=0))
             + torch.einsum("khw,ck->chw", (-A[0]).clamp(min=0), (-W).clamp(min=0)))
 
-
+# %% ../nbs/34a_explorer_state.ipynb #79b11bb4
 def explore_state(
     model: DropClass,  # a DropClass-wrapped model in eval mode
     image: Tensor,  # (3, H, W) or (1, 3, H, W) normalised image (as from `eval_transforms`)

@@ -186,7 +186,7 @@ class UpsampledCrossEntropy(torch.autograd.Function):
         (low_grad,) = ctx.saved_tensors
         return grad_loss * low_grad, None, None, None, None
 
-
+# %% ../nbs/03_losses.ipynb #3ecc79a0
 def upsampled_cross_entropy(
     logits: Tensor,  # (B, C, h, w) logits, e.g. at the classifier's resolution
     labels: Tensor,  # (B, H, W) class indices, `ignore_index` for unlabelled pixels

@@ -165,7 +165,7 @@ def efficientnet_lite_state_dict(
     source = torch.load(path, map_location="cpu", weights_only=True)
     return convert_by_position(source, timm.create_model(name, pretrained=False).state_dict(), f"{path.name}")
 
-
+# %% ../nbs/06_models.ipynb #a2c45c38
 def imagenet_state_dict(
     encoder: str,  # smp encoder name, e.g. "tu-efficientnet_lite0"
 ) -> dict[str, Tensor]:  # the encoder's state dict (smp keys)

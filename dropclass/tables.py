@@ -35,7 +35,7 @@ def _machine(x: float, decimals: int | None) -> float | None:
     if math.isnan(x): return None
     return round(x, decimals) if decimals is not None else x
 
-
+# %% ../nbs/25_tables.ipynb #a26dd1bd
 @dataclass
 class ComparisonTable:
     "Per-class IoU of one or more models in the layout of the paper's Table 1; every value in percent."

@@ -55,7 +55,7 @@ def mask_counts(
 # %% ../../nbs/14_balance.ipynb #92be0010
 _FORMAT = "dropclass.ClassStats"  # the "format" key of the JSON files
 
-
+# %% ../../nbs/14_balance.ipynb #f8a40f36
 @dataclass(frozen=True, eq=False)
 class ClassStats:
     "Per-image pixel counts of every class in a dataset, with the frequencies derived from them."

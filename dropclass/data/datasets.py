@@ -55,7 +55,7 @@ def _check_pairs(
 # what a label value outside the label set does: fail, warn and void it, void it
 UNKNOWN_LABELS = ("error", "warn", "ignore")
 
-
+# %% ../../nbs/12_datasets.ipynb #f9628f54
 class _SegmentationFiles(Dataset):
     "Base of the file datasets: `images[i]` and `targets[i]` decoded by `load_image` and `load_mask`."
     labels: LabelSet
@@ -117,7 +117,7 @@ class _SegmentationFiles(Dataset):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}): {len(self)} images"
 
-
+# %% ../../nbs/12_datasets.ipynb #f40b2085
 def _unknown_labels(value: str) -> str:
     if value not in UNKNOWN_LABELS: raise ValueError(f"unknown_labels must be one of {UNKNOWN_LABELS}, got {value!r}")
     return value

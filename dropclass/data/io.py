@@ -78,7 +78,7 @@ def write_mask(path: str | Path, mask: Tensor) -> Path:
     if mask.numel() and (mask.min() < 0 or mask.max() > 255): raise ValueError("mask values must be in [0, 255] to be saved as PNG")
     return atomic_write_bytes(path, _png_bytes(mask.to(torch.uint8).cpu().numpy()))
 
-
+# %% ../../nbs/11_io.ipynb #20cf841e
 def _open(path) -> Image.Image:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no such file: {path}")

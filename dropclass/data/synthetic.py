@@ -278,7 +278,7 @@ def draw_figure(cv, rng, yb, xc, h, cls, sitting=False):
 def draw_person(cv, rng, yb, xb, s, cls=PERSON):
     draw_figure(cv, rng, yb, xb, s * rng.uniform(0.5, 0.68), cls)
 
-
+# %% ../../nbs/16_synthetic.ipynb #4d3b038a
 def draw_twowheeler(cv, rng, yb, xb, s, cls, rider=False):
     "A bicycle (rings and a thin frame) or a motorcycle (tyres and a bulky body), with a rider sitting on it or not."
     h = s * rng.uniform(0.22, 0.28); w = h * 1.7; x0 = xb - w / 2; rad = h * 0.33
