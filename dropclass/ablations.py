@@ -50,7 +50,8 @@ EVAL_ONLY = {"dropclass_plain_inference": "dropclass"}  # variants that re-evalu
 
 def ablation_config(variant: str, seed: int, runs: str | Path, preset: str = "demo", overrides: list[str] = (), progress=True):
     "The training config of one variant and seed, in `runs/seed<seed>/<variant>`."
-    if variant not in ABLATIONS: raise ValueError(f"unknown variant {variant!r}; the variants are {', '.join(ABLATIONS)}")
+    if variant not in ABLATIONS:
+        raise ValueError(f"unknown variant {variant!r}; the variants are {', '.join(ABLATIONS)}")
     values = {**ABLATIONS[variant][1], "seed": seed, "out_dir": str(Path(runs) / f"seed{seed}" / variant), "progress": progress}
     return config_from(preset, [*overrides, *(f"{k}={v}" for k, v in values.items())])
 
@@ -134,7 +135,8 @@ def run_ablations(
 ) -> dict:
     "Train (or reuse) every variant for every seed and summarise them against the baseline."
     runs = Path(runs) if runs is not None else Path("runs") / f"ablations_{preset}"
-    if len(set(seeds)) != len(seeds): raise ValueError(f"seeds must differ, got {' '.join(map(str, seeds))}: a repeated seed is the same run twice")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ, got {' '.join(map(str, seeds))}: a repeated seed is the same run twice")
     variants = list(variants or ABLATIONS)
     for v in variants:
         if v not in ABLATIONS: raise ValueError(f"unknown variant {v!r}; the variants are {', '.join(ABLATIONS)}")

@@ -137,7 +137,8 @@ def app_notebook(path: str | Path) -> Path:
 def explorer_from_env() -> ClassDropExplorer:
     "The explorer described by `$DROPCLASS_EXPLORER`: {'checkpoints': {name: path}, 'split': ..., 'length': ...}."
     settings = json.loads(os.environ.get(APP_ENV) or "{}")
-    if not settings.get("checkpoints"): raise ValueError(f"${APP_ENV} names no checkpoints; start the explorer with `dropclass explore`")
+    if not settings.get("checkpoints"):
+        raise ValueError(f"${APP_ENV} names no checkpoints; start the explorer with `dropclass explore`")
     from dropclass.explorer import ClassDropExplorer
     return ClassDropExplorer.from_checkpoints(settings["checkpoints"], split=settings.get("split"), length=settings.get("length", 100))
 

@@ -59,7 +59,8 @@ def training_stats(cfg: TrainConfig, train_set, out_dir: Path, d: Dist) -> Class
     if path.is_file():
         stats = ClassStats.from_json(path.read_text())
         if stats.num_images == len(train_set): return stats
-        if d.main and cfg.progress: print(f"{path} counts {stats.num_images} images, the training set has {len(train_set)}: counting again")
+        if d.main and cfg.progress:
+            print(f"{path} counts {stats.num_images} images, the training set has {len(train_set)}: counting again")
     stats = class_statistics(train_set, progress=cfg.progress and d.main, num_workers=cfg.num_workers)
     if d.main: atomic_write_bytes(path, stats.to_json().encode())
     return stats

@@ -156,7 +156,8 @@ def _eval(args) -> int:
         if diag is not None:
             print(f"  drop branch ({cfg.diag_length} scenes): a dropped class is still predicted on "
                   f"{100 * diag['still_predicted']:.1f} % of its pixels; h(A) and the drop branch agree on {100 * diag['agreement']:.1f} %")
-    if args.json: Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "splits": results}, indent=2) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"checkpoint": str(args.checkpoint), "splits": results}, indent=2) + "\n")
     return 0
 
 
@@ -191,7 +192,8 @@ def _compare(args) -> int:
     from dropclass.experiments import compare_methods, default_jobs, write_comparison
     from dropclass.machine import machine_info
     if len(args.seeds) < 2: args.parser.error("a comparison needs at least two seeds (five or more to report)")
-    if len(set(args.seeds)) != len(args.seeds): args.parser.error(f"--seeds must differ, got {' '.join(map(str, args.seeds))}")
+    if len(set(args.seeds)) != len(args.seeds):
+        args.parser.error(f"--seeds must differ, got {' '.join(map(str, args.seeds))}")
     config_from(args.preset, args.overrides)  # a bad preset or setting fails before anything is trained
     runs = args.runs or Path("runs") / f"study_{args.preset}"
     t0 = time.perf_counter()

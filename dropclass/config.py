@@ -209,8 +209,10 @@ def _check_model(cfg: TrainConfig) -> None:
         own = ("encoder_name", "encoder_weights", "classes")  # set from the config itself
         unknown = sorted(k for k in cfg.model_args if k not in params or k in own)
         takes = ", ".join(k for k in params if k not in own + ("kwargs",))
-        if unknown: raise ValueError(f"model_args has keys that {cfg.arch} does not take: {', '.join(unknown)} (its arguments: {takes})")
-    elif cfg.model_args: raise ValueError(f"model_args applies to smp architectures only; {cfg.arch} takes none (got {cfg.model_args})")
+        if unknown:
+            raise ValueError(f"model_args has keys that {cfg.arch} does not take: {', '.join(unknown)} (its arguments: {takes})")
+    elif cfg.model_args:
+        raise ValueError(f"model_args applies to smp architectures only; {cfg.arch} takes none (got {cfg.model_args})")
     if cfg.arch == "tiny" and cfg.encoder_weights is not None:
         raise ValueError(f"encoder_weights must be None for arch='tiny', which has no pretrained encoder; got {cfg.encoder_weights!r}")
     if cfg.encoder_weights == "imagenet" and not smp_arch:
@@ -227,11 +229,13 @@ def _check_together(cfg: TrainConfig) -> None:
         raise ValueError(f"drop_prob is set by the drop schedule in training (it rises to p_max): set p_max instead; got "
                          f"drop_prob={cfg.dropclass.drop_prob}")
     info = dataset_info(cfg.dataset) if cfg.dataset.lower() in DATASET_INFO else None
-    if info is None: raise ValueError(f"dataset must be one of {', '.join(sorted(DATASET_INFO))} (or one added with register_dataset); got {cfg.dataset!r}")
+    if info is None:
+        raise ValueError(f"dataset must be one of {', '.join(sorted(DATASET_INFO))} (or one added with register_dataset); got {cfg.dataset!r}")
     if cfg.eval_splits is None: cfg.eval_splits = info.eval_splits
     for name, splits in (("train_split", [cfg.train_split]), ("val_split", [cfg.val_split]), ("eval_splits", cfg.eval_splits)):
         bad = [s for s in splits if info.splits is not None and s not in info.splits]
-        if bad: raise ValueError(f"{name} must name splits of {cfg.dataset} ({', '.join(info.splits)}); got {', '.join(bad)}")
+        if bad:
+            raise ValueError(f"{name} must name splits of {cfg.dataset} ({', '.join(info.splits)}); got {', '.join(bad)}")
     if info.generated and cfg.data_root is not None:
         raise ValueError(f"data_root must be None for the generated dataset {cfg.dataset!r}; got {cfg.data_root!r}")
     kind = parse_resample(cfg.resample)

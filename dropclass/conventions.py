@@ -129,7 +129,8 @@ class Option:
     def range_text(self) -> str:
         "The accepted range in words, e.g. 'in (0, 1]' or 'at least 1'."
         lo, hi = (None if v is None else str(int(v)) if float(v).is_integer() else f"{v:g}" for v in (self.low, self.high))
-        if lo is not None and hi is not None: return f"in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+        if lo is not None and hi is not None:
+            return f"in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
         if lo is not None: return f"{'greater than' if self.low_open else 'at least'} {lo}"
         return f"{'less than' if self.high_open else 'at most'} {hi}"
 

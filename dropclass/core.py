@@ -218,7 +218,8 @@ def head(
 ) -> Tensor:  # (B, C, H', W') logits at the model's output size, or (B, C, h1, w1)
     "Logits from a feature map, through either branch, with or without a dropped class."
     if branch not in INFERENCES: raise ValueError(f"branch must be one of {INFERENCES}, got {branch!r}")
-    if z is not None and not 0 <= z < self.num_classes: raise ValueError(f"z must be in [0, {self.num_classes}), got {z}")
+    if z is not None and not 0 <= z < self.num_classes:
+        raise ValueError(f"z must be in [0, {self.num_classes}), got {z}")
     if branch == "plain" and z is not None: raise ValueError("h(A) drops nothing: pass z only with branch='drop'")
     logits = self.classifier(A) if branch == "plain" else self._drop_logits(A, z, x, labels)
     return self.output(logits, x) if upsample else logits
@@ -232,7 +233,8 @@ def branches(
     labels: Tensor | None = None,  # (B, H, W) labels, used by importance="class"
 ) -> DropClassOutput:
     "Both branches of Algorithm 1 with class `z` dropped: the model's logits and the drop branch's."
-    if z is not None and not 0 <= z < self.num_classes: raise ValueError(f"z must be in [0, {self.num_classes}), got {z}")
+    if z is not None and not 0 <= z < self.num_classes:
+        raise ValueError(f"z must be in [0, {self.num_classes}), got {z}")
     if self.importance == "class" and self.training and labels is None:
         raise ValueError("importance='class' averages Eq. 1 over the pixels of each class, so it needs the labels: call model(x, labels)")
     A = self.features(x)  # (B, K, h1, w1)

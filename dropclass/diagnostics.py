@@ -116,7 +116,8 @@ def batch_diagnostics(
     ignore_index: int = IGNORE_INDEX,
 ) -> DropDiagnostics:
     "The drop-branch diagnostics of one batch: how much of every class present is still predicted when it is dropped, and branch agreement."
-    if not isinstance(model, DropClass): raise TypeError(f"diagnostics need a DropClass model, got {type(model).__name__}")
+    if not isinstance(model, DropClass):
+        raise TypeError(f"diagnostics need a DropClass model, got {type(model).__name__}")
     return head_diagnostics(model, model.features(images), images, labels, ignore_index)
 
 
@@ -169,7 +170,8 @@ def drop_dimming(
     model: DropClass,  # with importance="weight" (the official S^c = W_c)
 ) -> Tensor:  # (C,) float64: for each class, the share of its channels' scale that dropping it removes (1: all)
     "How much dropping each class dims the channels it relies on, in the drop branch (features after a ReLU)."
-    if model.importance != "weight": raise ValueError("drop_dimming reads the classifier's weights: it needs importance='weight'")
+    if model.importance != "weight":
+        raise ValueError("drop_dimming reads the classifier's weights: it needs importance='weight'")
     P = model.classifier.weight.detach().flatten(1).clamp(min=0).double()  # (C, K) W^+
     C = P.shape[0]
     kept = C - 1 if model.average == "kept" else C

@@ -43,7 +43,8 @@ def resolve_device(name: str, d: Dist | None = None) -> torch.device:
     if name == "auto": name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
     if dev.type == "cuda":
-        if not torch.cuda.is_available(): raise ValueError("device 'cuda' was asked for, but no CUDA device is available; use device=cpu")
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for, but no CUDA device is available; use device=cpu")
         if dev.index is None: dev = torch.device("cuda", local % torch.cuda.device_count())
         torch.cuda.set_device(dev)
     return dev

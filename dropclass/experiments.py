@@ -176,7 +176,8 @@ def check_reusable(cfgs: dict[str, TrainConfig]) -> None:
         elif c.resume and (folder / "last.pt").is_file():
             diff = settings_changed(c, load_checkpoint(folder / "last.pt")["config"], finished=False)
         else: continue
-        if diff: bad.append(f"{name} in {folder} (" + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:4]) + ")")
+        if diff:
+            bad.append(f"{name} in {folder} (" + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diff.items())[:4]) + ")")
     if bad:
         raise ValueError(f"{len(bad)} of the runs were trained with other settings than asked for: " + "; ".join(bad[:3])
                          + (" ..." if len(bad) > 3 else "") + ". Use another runs folder (--runs), or delete these folders to "
@@ -220,7 +221,8 @@ def evaluate_run(
     changes = parse_overrides(overrides)
     cfg = config_from(None, {**cfg.to_dict(), **changes, "progress": progress})
     if inference is not None:
-        if not isinstance(model, DropClass): raise ValueError(f"{checkpoint} holds a {type(model).__name__}, which has no drop branch to choose")
+        if not isinstance(model, DropClass):
+            raise ValueError(f"{checkpoint} holds a {type(model).__name__}, which has no drop branch to choose")
         model.inference = inference  # a checked property: a bad value is refused here
     elif isinstance(model, DropClass): model.inference = cfg.dropclass.inference
     device = resolve_device(cfg.device)
@@ -295,7 +297,8 @@ def compare_methods(
 ) -> dict:  # {"config", "summary", "per_seed", "diagnostics", "train_seconds"}
     "Baseline against DropClass over seeds: train (or reuse) every run, evaluate both readings, summarise paired differences."
     if len(seeds) < 2: raise ValueError("a comparison over seeds needs at least two seeds (five or more to report)")
-    if len(set(seeds)) != len(seeds): raise ValueError(f"seeds must differ, got {' '.join(map(str, seeds))}: a repeated seed is the same run twice")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ, got {' '.join(map(str, seeds))}: a repeated seed is the same run twice")
     runs = Path(runs) if runs is not None else Path("runs") / f"study_{preset}"
     cfgs = {(s, m): config_from(preset, [*overrides, f"method={m}", f"seed={s}", f"out_dir={runs / f'seed{s}' / m}",
                                          f"progress={progress}"]) for s in seeds for m in PAIR}
@@ -364,7 +367,8 @@ def comparison_markdown(result: dict, labels, meta: dict) -> str:
               "| seed | still predicted (pixels) | still predicted (mean over classes) | agreement |", "|---|---|---|---|"]
     for s in seeds:
         dg = diagnostics.get(s)
-        if dg: lines.append(f"| {s} | {100 * dg['still_predicted']:.1f} % | {100 * dg['still_predicted_class_mean']:.1f} % | {100 * dg['agreement']:.1f} % |")
+        if dg:
+            lines.append(f"| {s} | {100 * dg['still_predicted']:.1f} % | {100 * dg['still_predicted_class_mean']:.1f} % | {100 * dg['agreement']:.1f} % |")
     lines += ["", "## Per seed (mIoU %)", "", "| seed | split | baseline | DropClass (drop branch) | DropClass (h(A)) |", "|---|---|---|---|---|"]
     for s in seeds:
         for split, r in per_seed[s].items():

@@ -152,7 +152,8 @@ def set(
     "Change any of the controls and update the panels once."
     if image is not None and not 0 <= image < len(self.dataset):
         raise ValueError(f"image must be an index in [0, {len(self.dataset)}), got {image}")
-    if model is not None and model not in self.models: raise ValueError(f"model must be one of {list(self.models)}, got {model!r}")
+    if model is not None and model not in self.models:
+        raise ValueError(f"model must be one of {list(self.models)}, got {model!r}")
     drop = drop if drop is _KEEP else (self._name(drop, "the dropped class") or "none")
     inspect = None if inspect is None else self._name(inspect, "the inspected class")
     with self._hold():
@@ -320,6 +321,7 @@ def from_checkpoints(
     # the drop-branch diagnostics that training measured (metrics.json beside it)
     for name, path in checkpoints.items():
         metrics = Path(path).parent / "metrics.json"
-        if metrics.is_file(): ex.run_diagnostics[name] = read_diagnostics(json.loads(metrics.read_text()).get("diagnostics"))
+        if metrics.is_file():
+            ex.run_diagnostics[name] = read_diagnostics(json.loads(metrics.read_text()).get("diagnostics"))
     if ex.run_diagnostics: ex._update()  # redraw the readout with them
     return ex

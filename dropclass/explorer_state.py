@@ -54,7 +54,8 @@ def _means(logits: Tensor, where: Tensor | None = None) -> tuple[np.ndarray, np.
     "Per-class mean of (1, C, H, W) logits and of their softmax over the pixels `where` (H, W) (default: all); NaN if none."
     probs = logits.softmax(1)
     if where is None: return logits.mean((0, 2, 3)).numpy(), probs.mean((0, 2, 3)).numpy()
-    if not where.any(): return np.full(logits.shape[1], np.nan, np.float32), np.full(logits.shape[1], np.nan, np.float32)
+    if not where.any():
+        return np.full(logits.shape[1], np.nan, np.float32), np.full(logits.shape[1], np.nan, np.float32)
     return logits[0][:, where].mean(1).numpy(), probs[0][:, where].mean(1).numpy()
 
 
@@ -74,23 +75,30 @@ def explore_state(
     mask: Tensor | np.ndarray | None = None,  # (H, W) ground truth: its pixels of z join the region of the bars
 ) -> ExploreState:
     "Predictions, logits and probabilities with class `z` dropped or not, where z was, and $A^c$ and Grad-CAM of class `inspect`."
-    if not isinstance(model, DropClass): raise TypeError(f"explore_state needs a DropClass-wrapped model, got {type(model).__name__}; wrap it: DropClass(model, inference='plain')")
-    if model.training: raise ValueError("the model is in training mode (batch statistics, a random dropped class): call model.eval() first")
+    if not isinstance(model, DropClass):
+        raise TypeError(f"explore_state needs a DropClass-wrapped model, got {type(model).__name__}; wrap it: DropClass(model, inference='plain')")
+    if model.training:
+        raise ValueError("the model is in training mode (batch statistics, a random dropped class): call model.eval() first")
     C = model.num_classes
     if labels is not None:
-        if labels.num_classes != C: raise ValueError(f"the model predicts {C} classes, the labels have {labels.num_classes}; pass the model's label set")
+        if labels.num_classes != C:
+            raise ValueError(f"the model predicts {C} classes, the labels have {labels.num_classes}; pass the model's label set")
         z, c = None if z is None else labels.class_id(z, "the dropped class"), labels.class_id(inspect, "the inspected class")
     else:
         for v, what in ((z, "the dropped class"), (inspect, "the inspected class")):
-            if isinstance(v, str): raise ValueError(f"{what} was given by name ({v!r}); pass labels= to look names up, or give its id")
-            if v is not None and not 0 <= int(v) < C: raise ValueError(f"{what} must be a class id in [0, {C}), got {v}")
+            if isinstance(v, str):
+                raise ValueError(f"{what} was given by name ({v!r}); pass labels= to look names up, or give its id")
+            if v is not None and not 0 <= int(v) < C:
+                raise ValueError(f"{what} must be a class id in [0, {C}), got {v}")
         z, c = None if z is None else int(z), int(inspect)
     x = image[None] if image.ndim == 3 else image
-    if x.ndim != 4 or x.shape[0] != 1: raise ValueError(f"expected one image of shape (3, H, W), got {tuple(image.shape)}")
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"expected one image of shape (3, H, W), got {tuple(image.shape)}")
     size = x.shape[-2:]
     if mask is not None:
         mask = torch.as_tensor(mask)
-        if tuple(mask.shape) != tuple(size): raise ValueError(f"the mask has shape {tuple(mask.shape)}, the image {tuple(size)}; give the image's (H, W) labels")
+        if tuple(mask.shape) != tuple(size):
+            raise ValueError(f"the mask has shape {tuple(mask.shape)}, the image {tuple(size)}; give the image's (H, W) labels")
     x = x.to(device_of(model), dtype_of(model))  # a model trained with dtype float64 takes float64 images
     up = lambda logits: upsample_logits(logits, size)  # (1, C, H', W') at the model's output size -> (1, C, H, W)
     with torch.no_grad():

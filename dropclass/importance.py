@@ -76,7 +76,8 @@ def conv1x1_importance(
 ) -> Tensor:  # (B, C, K, h1, w1), or (1, C, K, 1, 1) when `m` is None
     "Eq. 1 for a 1x1 classifier: $S^c_{i,j,k} = m^c_{i,j} W_{c,k}$, no backward pass needed."
     if weight.ndim == 4:
-        if weight.shape[2:] != (1, 1): raise ValueError(f"expected a 1x1 kernel, got weight of shape {tuple(weight.shape)}")
+        if weight.shape[2:] != (1, 1):
+            raise ValueError(f"expected a 1x1 kernel, got weight of shape {tuple(weight.shape)}")
         weight = weight[:, :, 0, 0]
     S = weight[None, :, :, None, None]  # (1, C, K, 1, 1)
     return S if m is None else S * m[:, :, None]

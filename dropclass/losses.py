@@ -79,9 +79,11 @@ def suppression_loss(
     z: int | None,  # dropped class, or None
 ) -> Tensor:  # scalar L_sup, 0 when nothing is dropped
     "Eq. 8: $L_{sup}$, the mean softmax probability of the dropped class `z` on the drop branch."
-    if drop_logits.ndim != 4: raise ValueError(f"drop_logits must have shape (B, C, H, W), got {tuple(drop_logits.shape)}")
+    if drop_logits.ndim != 4:
+        raise ValueError(f"drop_logits must have shape (B, C, H, W), got {tuple(drop_logits.shape)}")
     if z is None: return drop_logits.sum() * 0.0 + 0.0  # keeps the graph and the dtype; + 0.0 turns -0.0 into 0.0
-    if not 0 <= z < drop_logits.shape[1]: raise ValueError(f"dropped class z must be in [0, {drop_logits.shape[1]}), got {z}")
+    if not 0 <= z < drop_logits.shape[1]:
+        raise ValueError(f"dropped class z must be in [0, {drop_logits.shape[1]}), got {z}")
     return drop_logits.softmax(1)[:, z].mean()
 
 # %% ../nbs/03_losses.ipynb #f7530027
@@ -116,7 +118,8 @@ class DropSchedule:
         if self.by == "epoch" and not (self.iters_per_epoch and self.iters_per_epoch > 0):
             raise ValueError("by='epoch' needs iters_per_epoch (the number of batches in one epoch); or use by='iter'")
         for name in ("lam_max", "p_max"):
-            if not 0.0 <= getattr(self, name) <= 1.0: raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.ramp_end <= 1.0: raise ValueError(f"ramp_end must be in (0, 1], got {self.ramp_end}")
         if self.by == "epoch" and self.iters_per_epoch > self.max_iters:
             raise ValueError(f"iters_per_epoch={self.iters_per_epoch} is longer than the whole run ({self.max_iters} iterations), "

@@ -76,7 +76,8 @@ class DropClassObjective:
     def __init__(self, model: nn.Module, schedule: DropSchedule, generator, weight: Tensor | None = None,
                  alpha: float = ALPHA, suppress: bool = True, ignore_index: int = IGNORE_INDEX):
         self.core, self.schedule = unwrap(model), schedule
-        if not isinstance(self.core, DropClass): raise TypeError(f"DropClassObjective trains a DropClass model, got {type(self.core).__name__}")
+        if not isinstance(self.core, DropClass):
+            raise TypeError(f"DropClassObjective trains a DropClass model, got {type(self.core).__name__}")
         # the dropped classes: the run's own stream, in its checkpoint, equal on every process
         self.core.generator = generator
         self.loss = DropClassLoss(weight=weight, alpha=alpha, suppress=suppress, ignore_index=ignore_index)

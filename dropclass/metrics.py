@@ -290,7 +290,8 @@ def paired_difference(
     other: Sequence[float | None],  # the other method's value for the same seeds, in the same order
 ) -> dict:  # {"n", "mean", "std", "ci95": [low, high], "wins", "baseline": {mean, std}, "other": {mean, std}}
     "Mean and spread of each method over seeds, and the paired difference other - baseline with its 95 % t interval."
-    if len(baseline) != len(other): raise ValueError(f"one value per seed for both methods: got {len(baseline)} and {len(other)}")
+    if len(baseline) != len(other):
+        raise ValueError(f"one value per seed for both methods: got {len(baseline)} and {len(other)}")
     ok = lambda v: v is not None and not math.isnan(v)
     pairs = [(a, b) for a, b in zip(baseline, other) if ok(a) and ok(b)]
     spread = lambda xs: {"mean": statistics.fmean(xs) if xs else None, "std": statistics.stdev(xs) if len(xs) > 1 else None}

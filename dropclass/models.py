@@ -64,7 +64,8 @@ PAPER_MODELS = {**{n: (lambda c, n=n: hrnetv2(n, c)) for n in HRNETS}, "deeplabv
 
 def paper_model(name: str, num_classes: int) -> nn.Module:
     "One of the paper's models by name."
-    if name not in PAPER_MODELS: raise ValueError(f"unknown model {name!r}; the paper's models are {', '.join(PAPER_MODELS)}")
+    if name not in PAPER_MODELS:
+        raise ValueError(f"unknown model {name!r}; the paper's models are {', '.join(PAPER_MODELS)}")
     return PAPER_MODELS[name](num_classes)
 
 # %% ../nbs/06_models.ipynb #9fe30014
@@ -84,7 +85,8 @@ def load_pretrained(
 ) -> dict:  # {"loaded": n, "expected": n, "ignored": [keys of the file outside the backbone's modules]}
     "Load a backbone's pretrained weights from a local file: every tensor of the backbone, none of another network."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no pretrained weights at {path}; give the path of a local checkpoint file")
+    if not path.is_file():
+        raise FileNotFoundError(f"no pretrained weights at {path}; give the path of a local checkpoint file")
     try: sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e: raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
     for key in ("state_dict", "model", "model_state"):
@@ -184,7 +186,8 @@ def load_imagenet(
 ) -> int:  # number of tensors loaded
     "Load packaged ImageNet weights into an smp model's encoder; every encoder tensor must be found."
     model = getattr(model, "model", model)
-    if not hasattr(model, "encoder"): raise TypeError(f"{type(model).__name__} has no smp encoder to load ImageNet weights into")
+    if not hasattr(model, "encoder"):
+        raise TypeError(f"{type(model).__name__} has no smp encoder to load ImageNet weights into")
     own = model.encoder.state_dict()
     weights = {k: v for k, v in imagenet_state_dict(encoder).items() if k in own}
     missing = [k for k in own if k not in weights or tuple(weights[k].shape) != tuple(own[k].shape)]

@@ -55,7 +55,8 @@ def frozen_features(
     progress: bool = False,
 ) -> FrozenFeatures:
     "A = g(x) of every sample, in eval mode (BatchNorm at its running statistics), as inference computes it."
-    if not isinstance(model, DropClass): raise TypeError(f"frozen_features needs a DropClass model, got {type(model).__name__}")
+    if not isinstance(model, DropClass):
+        raise TypeError(f"frozen_features needs a DropClass model, got {type(model).__name__}")
     if len(dataset) == 0: raise ValueError("the dataset is empty: give at least one scene")
     dev, dtype = device_of(model), dtype_of(model)
     feats, labels = [], []
@@ -90,8 +91,10 @@ class ProbeSettings:
         self.drops = tuple(int(d) for d in self.drops)
         if not self.drops or any(d < 0 for d in self.drops) or list(self.drops) != sorted(set(self.drops)):
             raise ValueError(f"drops must be increasing whole numbers >= 0, e.g. (0, 42, 168); got {self.drops}")
-        if self.norm is not None and self.norm not in PROBE_NORMS: raise ValueError(f"norm must be one of {', '.join(PROBE_NORMS)}; got {self.norm!r}")
-        if self.draw not in PROBE_DRAWS: raise ValueError(f"draw must be one of {', '.join(PROBE_DRAWS)}; got {self.draw!r}")
+        if self.norm is not None and self.norm not in PROBE_NORMS:
+            raise ValueError(f"norm must be one of {', '.join(PROBE_NORMS)}; got {self.norm!r}")
+        if self.draw not in PROBE_DRAWS:
+            raise ValueError(f"draw must be one of {', '.join(PROBE_DRAWS)}; got {self.draw!r}")
         if self.average is not None and self.average not in AVERAGES:
             raise ValueError(f"average must be None or one of {', '.join(AVERAGES)}; got {self.average!r}")
         if not 0 <= self.lam <= 1: raise ValueError(f"lam must be in [0, 1]; got {self.lam}")
@@ -109,8 +112,10 @@ def probe_head(
     """A copy of `model` whose classifier and compensating layer train (everything else is frozen), with the compensation
     norm of `norm`: the model's own (None), its BatchNorm ("batch", "frozen"; "frozen" keeps it in eval mode, see
     `set_probe_mode`), a new GroupNorm ("group") or none ("none"); the compensating conv keeps its trained weights."""
-    if not isinstance(model, DropClass): raise TypeError(f"the probe needs a DropClass model, got {type(model).__name__}")
-    if norm is not None and norm not in PROBE_NORMS: raise ValueError(f"norm must be one of {', '.join(PROBE_NORMS)}; got {norm!r}")
+    if not isinstance(model, DropClass):
+        raise TypeError(f"the probe needs a DropClass model, got {type(model).__name__}")
+    if norm is not None and norm not in PROBE_NORMS:
+        raise ValueError(f"norm must be one of {', '.join(PROBE_NORMS)}; got {norm!r}")
     head = copy.deepcopy(model)
     if average is not None: head.average = average
     has_bn = any(isinstance(m, nn.BatchNorm2d) for m in head.compensate)

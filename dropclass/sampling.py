@@ -24,7 +24,8 @@ class EpochOrder:
                  rank: int = 0, world: int = 1):
         self.n, self.seed, self.batch_size, self.rank, self.world = n, seed, batch_size, rank, world
         kind = resample[0]
-        if kind != "none" and stats is None: raise ValueError("resampling needs the class statistics of the training set")
+        if kind != "none" and stats is None:
+            raise ValueError("resampling needs the class statistics of the training set")
         self.repeat = repeat_class_indices(stats, resample[1], resample[2]) if kind == "class" else None
         self.rfs = RepeatFactorSampler(repeat_factors(stats, resample[1]), seed=seed, shuffle=False) if kind == "rfs" else None
 

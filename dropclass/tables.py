@@ -131,7 +131,8 @@ def comparison_table(
     names, kinds = list(ious), ["model"] * len(ious)
     values = [np.array([*iou[order], miou(iou), *([miou(iou, rare)] if rare else [])]) * 100 for iou in ious.values()]
     if len(ious) > 1:
-        if baseline not in ious: raise KeyError(f"no baseline {baseline!r} among the results {names}; name it with baseline=")
+        if baseline not in ious:
+            raise KeyError(f"no baseline {baseline!r} among the results {names}; name it with baseline=")
         others = [n for n in names if n != baseline]
         if other is None and len(others) > 1:
             raise ValueError(f"several models to compare with {baseline!r}: {others}; choose one with other=")

@@ -195,7 +195,8 @@ def _build_run(cfg: TrainConfig, device, d: Dist, out: Path) -> Run:
                                      p_max=cfg.p_max, ramp_end=cfg.ramp_end)
     run.objective = method_for(cfg.method).objective(cfg, model, weight, labels, run.drop_schedule, run.gen)
     loader = training_loader(cfg, train_set, order, run.step, device)
-    if d.world > 1: run.net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if d.world > 1:
+        run.net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile: run.net = torch.compile(run.net)
     if device.type == "cuda": torch.backends.cudnn.benchmark = True
     run.batches = iter(loader)
@@ -235,7 +236,8 @@ def _evaluate_during_training(run: Run, step: int, callbacks=()):
         run.best = {"miou": miou, "step": step}
         run.checkpoint(step, run.out / "best.pt")
     entry = {"step": step, "val_miou": miou}
-    if diag is not None: entry.update(still_predicted=round(diag.still_predicted, 5), agreement=round(diag.agreement, 5))
+    if diag is not None:
+        entry.update(still_predicted=round(diag.still_predicted, 5), agreement=round(diag.agreement, 5))
     run.log(entry, callbacks)
 
 

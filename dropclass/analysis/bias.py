@@ -93,7 +93,8 @@ def _image_confusions(models: dict, batch, num_classes: int, ignore_index: int, 
 
 def _as_models(model) -> dict[str, nn.Module]:
     if isinstance(model, nn.Module): return {"model": model}
-    if isinstance(model, Mapping) and model and all(isinstance(m, nn.Module) for m in model.values()): return dict(model)
+    if isinstance(model, Mapping) and model and all(isinstance(m, nn.Module) for m in model.values()):
+        return dict(model)
     raise TypeError(f"model must be an nn.Module or a non-empty dict of name -> nn.Module, got {type(model).__name__}")
 
 
@@ -187,9 +188,11 @@ def unbiased_iou(
     after, top = np.asarray(after, np.float64), np.asarray(top)
     E, C = after.shape
     row = {int(x): r for r, x in enumerate(range(E) if erased is None else erased)}
-    if top.ndim != 2 or top.shape[0] != C: raise ValueError(f"top must have one row per class, shape ({C}, k); got {top.shape}")
+    if top.ndim != 2 or top.shape[0] != C:
+        raise ValueError(f"top must have one row per class, shape ({C}, k); got {top.shape}")
     missing = sorted(set(top.ravel().tolist()) - set(row))
-    if missing: raise ValueError(f"classes {missing} are in `top` but were not erased; erase them too (classes=None erases all)")
+    if missing:
+        raise ValueError(f"classes {missing} are in `top` but were not erased; erase them too (classes=None erases all)")
     vals = np.array([[after[row[int(x)], y] for x in top[y]] for y in range(C)])  # (C, k)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, as `miou` treats them
@@ -256,7 +259,8 @@ def _order(order, labels: LabelSet, vulnerability_order: list[int]) -> list[int]
         if order == "share": return labels.order()
         raise ValueError(f"order must be 'vulnerability', 'share' or a list of classes, got {order!r}")
     ids = labels.class_ids(order, "order")
-    if sorted(ids) != list(range(labels.num_classes)): raise ValueError(f"order must list each of the {labels.num_classes} classes once")
+    if sorted(ids) != list(range(labels.num_classes)):
+        raise ValueError(f"order must list each of the {labels.num_classes} classes once")
     return ids
 
 
@@ -271,7 +275,8 @@ def shift_table(
     baseline: str | None = None,  # whose vulnerability ranks the classes; None: the first model
 ) -> BiasTable:
     "Each model's per-class IoU on a set and on a shifted set and their Δ, with mIoU and mIoU* (Table 4's layout)."
-    if not before or list(before) != list(after): raise ValueError("before and after must name the same models, in the same order")
+    if not before or list(before) != list(after):
+        raise ValueError("before and after must name the same models, in the same order")
     C = labels.num_classes
     before = {k: _per_class(v, C, f"before[{k!r}]") for k, v in before.items()}
     after = {k: _per_class(v, C, f"after[{k!r}]") for k, v in after.items()}
@@ -301,7 +306,8 @@ def table4(
     baseline = next(iter(results)) if baseline is None else baseline
     if baseline not in results: raise KeyError(f"no model {baseline!r} among {list(results)}")
     ref = results[baseline]
-    if list(ref.classes) != list(labels.classes): raise ValueError(f"the results are for other classes than {labels.name}'s")
+    if list(ref.classes) != list(labels.classes):
+        raise ValueError(f"the results are for other classes than {labels.name}'s")
     for name, r in results.items():
         if r.erased != ref.erased or r.classes != ref.classes:
             raise ValueError(f"{name!r} erased other classes than {baseline!r}; measure every model on the same copies")

@@ -36,7 +36,8 @@ def classifier_weights(
         w = getattr(cls, "weight", None)
         if not isinstance(w, Tensor):
             raise TypeError(f"the classifier {type(cls).__name__} has no weight tensor; pass its weight (C, K) directly")
-    if w.ndim < 2: raise ValueError(f"a classifier weight has one row per class, shape (C, K, ...); got {tuple(w.shape)}")
+    if w.ndim < 2:
+        raise ValueError(f"a classifier weight has one row per class, shape (C, K, ...); got {tuple(w.shape)}")
     w = w.detach().to("cpu", torch.float64)
     return w.reshape(w.shape[0], -1)
 
@@ -68,7 +69,8 @@ def offdiagonal_sums(
 ) -> np.ndarray:  # (C,) sum of each row without its diagonal entry
     "Row-wise off-diagonal sum of a similarity matrix: how correlated each class is with all the others (Table 5)."
     S = np.asarray(S, np.float64)
-    if S.ndim != 2 or S.shape[0] != S.shape[1]: raise ValueError(f"expected a square (C, C) matrix, got shape {S.shape}")
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"expected a square (C, C) matrix, got shape {S.shape}")
     return S.sum(1) - np.diag(S)
 
 # %% ../../nbs/31_correlation.ipynb #65740016
@@ -107,7 +109,8 @@ def correlation_table(
     if not matrices: raise ValueError("matrices is empty: pass name -> class_correlation(model) for each model")
     C = labels.num_classes
     for name, S in matrices.items():
-        if np.shape(S) != (C, C): raise ValueError(f"{name!r} is a {np.shape(S)} matrix but {labels.name} has {C} classes")
+        if np.shape(S) != (C, C):
+            raise ValueError(f"{name!r} is a {np.shape(S)} matrix but {labels.name} has {C} classes")
     cols = labels.order() if order is None else labels.class_ids(order, "order")
     if sorted(cols) != list(range(C)): raise ValueError(f"order must list each of the {C} classes once")
     rare = labels.rare()
@@ -118,7 +121,8 @@ def correlation_table(
         baseline = names[0] if baseline is None else baseline
         others = [n for n in names if n != baseline]
         if baseline not in sums: raise KeyError(f"no baseline {baseline!r} among {names}")
-        if other is None and len(others) > 1: raise ValueError(f"several models to compare with {baseline!r}: {others}; choose one with other=")
+        if other is None and len(others) > 1:
+            raise ValueError(f"several models to compare with {baseline!r}: {others}; choose one with other=")
         other = others[0] if other is None else other
         if other not in others: raise KeyError(f"other={other!r} must be one of {others}")
         values.append(values[names.index(baseline)] - values[names.index(other)])

@@ -82,15 +82,19 @@ class ClassStats:
     @property
     def images(self) -> Tensor: "(C,) images that contain each class."; return (self.counts > 0).sum(0)
     @property
-    def pixel_share(self) -> Tensor: "(C,) float64 fraction of all labelled pixels."; return self.pixels.double() / self.pixels.sum().clamp_min(1)
+    def pixel_share(self) -> Tensor:
+        "(C,) float64 fraction of all labelled pixels."; return self.pixels.double() / self.pixels.sum().clamp_min(1)
     @property
-    def image_share(self) -> Tensor: "(C,) float64 fraction of images that contain the class."; return self.images.double() / self.num_images
+    def image_share(self) -> Tensor:
+        "(C,) float64 fraction of images that contain the class."; return self.images.double() / self.num_images
 
     def index(self, c: int | str) -> int:
         "Train id of class `c`, given by id or by name."
         if isinstance(c, str):
-            if self.classes is None: raise KeyError(f"these statistics carry no class names; give the class {c!r} by its train id")
-            if c not in self.classes: raise KeyError(f"{c!r} is not a class here; the classes are {', '.join(self.classes)}")
+            if self.classes is None:
+                raise KeyError(f"these statistics carry no class names; give the class {c!r} by its train id")
+            if c not in self.classes:
+                raise KeyError(f"{c!r} is not a class here; the classes are {', '.join(self.classes)}")
             return self.classes.index(c)
         if not 0 <= int(c) < self.num_classes: raise ValueError(f"class id {c} is out of range [0, {self.num_classes})")
         return int(c)
@@ -112,7 +116,8 @@ class ClassStats:
     def from_json(cls, text: str) -> ClassStats:
         "Statistics written by `to_json`."
         d = json.loads(text)
-        if not isinstance(d, dict) or d.get("format") != _FORMAT: raise ValueError(f"not {_FORMAT} JSON (written by `ClassStats.to_json`)")
+        if not isinstance(d, dict) or d.get("format") != _FORMAT:
+            raise ValueError(f"not {_FORMAT} JSON (written by `ClassStats.to_json`)")
         return cls(torch.tensor(d["counts"], dtype=torch.int64), d["classes"])
 
 # %% ../../nbs/14_balance.ipynb #92be0014
@@ -124,7 +129,8 @@ def get_mask(dataset, i: int) -> Tensor:
 
 class _MaskCounts(Dataset):
     "Item i: the per-class pixel counts of mask i of `dataset` (counted where the mask is read, e.g. in a worker)."
-    def __init__(self, dataset, num_classes, ignore_index): self.dataset, self.num_classes, self.ignore_index = dataset, num_classes, ignore_index
+    def __init__(self, dataset, num_classes, ignore_index):
+        self.dataset, self.num_classes, self.ignore_index = dataset, num_classes, ignore_index
     def __len__(self): return len(self.dataset)
     def __getitem__(self, i):
         mask = get_mask(self.dataset, i)
@@ -237,7 +243,8 @@ class RepeatFactorSampler(Sampler[int]):
         shuffle: bool = True,  # shuffle the epoch; False keeps dataset order
     ):
         f = torch.as_tensor(factors, dtype=torch.float64)
-        if f.ndim != 1 or f.numel() == 0: raise ValueError(f"factors must be a non-empty 1-D sequence, got shape {tuple(f.shape)}")
+        if f.ndim != 1 or f.numel() == 0:
+            raise ValueError(f"factors must be a non-empty 1-D sequence, got shape {tuple(f.shape)}")
         if not torch.isfinite(f).all() or (f < 0).any(): raise ValueError("repeat factors must be finite and >= 0")
         self.factors, self.seed, self.shuffle, self.epoch = f, int(seed), shuffle, 0
 

@@ -45,7 +45,8 @@ def _check_pairs(
     "Raise if the lists are empty, or if an image or a label file is missing."
     if not images: raise _layout_error(f"{source} holds no images", layout)
     missing = [p for p in images if not p.is_file()]
-    if missing: raise _layout_error(f"{len(missing)} of the {len(images)} images of {source} are missing, e.g. {missing[0]}", layout)
+    if missing:
+        raise _layout_error(f"{len(missing)} of the {len(images)} images of {source} are missing, e.g. {missing[0]}", layout)
     missing = [(i, t) for i, t in zip(images, targets) if not t.is_file()]
     if missing:
         raise _layout_error(f"{len(missing)} of the {len(images)} images of {source} have no label file, "
@@ -87,7 +88,8 @@ class _SegmentationFiles(Dataset):
                 with Image.open(img) as a, Image.open(tgt) as b:
                     if b.mode not in ("1", "L", "P", "I", "I;16"):
                         raise ValueError(f"{tgt} is a {b.mode} image with {len(b.getbands())} channels; a label mask has one")
-                    if a.size != b.size: bad.append(f"{img.name} {a.size[0]}x{a.size[1]} vs {tgt.name} {b.size[0]}x{b.size[1]}")
+                    if a.size != b.size:
+                        bad.append(f"{img.name} {a.size[0]}x{a.size[1]} vs {tgt.name} {b.size[0]}x{b.size[1]}")
                     sizes.add((a.size[1], a.size[0]))
                     for path, f in ((img, a), (tgt, b)):
                         # reads the whole file: a truncated or corrupt one fails here, not in an evaluation
@@ -137,7 +139,8 @@ def _cityscapes_files(
     "The image and labelIds files of a Cityscapes split, after checking the folders and that every image has its mask."
     if split not in CITYSCAPES_SPLITS:
         raise ValueError(f"unknown Cityscapes split {split!r}; use one of {', '.join(CITYSCAPES_SPLITS)}")
-    if root is None: raise _layout_error("no Cityscapes root given: pass the folder that holds leftImg8bit/ and gtFine/", CITYSCAPES_LAYOUT)
+    if root is None:
+        raise _layout_error("no Cityscapes root given: pass the folder that holds leftImg8bit/ and gtFine/", CITYSCAPES_LAYOUT)
     root = Path(root)
     if not root.is_dir():
         raise _layout_error(f"the Cityscapes root {root} {'is a file, not a folder' if root.is_file() else 'does not exist'}",

@@ -75,7 +75,8 @@ def write_mask(path: str | Path, mask: Tensor) -> Path:
     "Save an integer (H, W) mask with values in [0, 255] as a single-channel PNG, atomically."
     if mask.ndim != 2 or mask.is_floating_point():
         raise ValueError(f"expected an integer mask of shape (H, W), got {mask.dtype} {tuple(mask.shape)}")
-    if mask.numel() and (mask.min() < 0 or mask.max() > 255): raise ValueError("mask values must be in [0, 255] to be saved as PNG")
+    if mask.numel() and (mask.min() < 0 or mask.max() > 255):
+        raise ValueError("mask values must be in [0, 255] to be saved as PNG")
     return atomic_write_bytes(path, _png_bytes(mask.to(torch.uint8).cpu().numpy()))
 
 # %% ../../nbs/11_io.ipynb #20cf841e

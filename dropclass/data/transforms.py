@@ -47,7 +47,8 @@ class RandomScale(v2.Transform):
     ):
         super().__init__()
         lo, hi = scale_range
-        if not 0 < lo <= hi: raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range}")
         self.scale_range, self.interpolation, self.antialias = (float(lo), float(hi)), interpolation, antialias
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:

@@ -113,7 +113,8 @@ def erase_class(
 # %% ../../nbs/15_unbiased.ipynb #43880016
 def _check_base(base):
     "The base dataset must have `labels` and no transforms of its own: I* erases raw samples."
-    if getattr(base, "labels", None) is None: raise ValueError("the base dataset has no `labels` (a LabelSet); see the data contract")
+    if getattr(base, "labels", None) is None:
+        raise ValueError("the base dataset has no `labels` (a LabelSet); see the data contract")
     if getattr(base, "transforms", None) is not None:
         raise ValueError("the base dataset has transforms, but a class must be erased before any transform: build it with "
                          "transforms=None and pass the transforms to ErasedClass / unbiased_sets instead")
@@ -153,7 +154,8 @@ class ErasedClass(Dataset):
         image, mask = erase_class(image, mask, self.class_id, self.fill, self.color, self.labels.ignore_index)
         return (image, mask) if self.transforms is None else self.transforms(image, mask)
 
-    def __repr__(self): return f"ErasedClass({type(self.base).__name__}, {self.labels.classes[self.class_id]!r}, fill={self.fill!r}, n={len(self)})"
+    def __repr__(self):
+        return f"ErasedClass({type(self.base).__name__}, {self.labels.classes[self.class_id]!r}, fill={self.fill!r}, n={len(self)})"
 
 
 def unbiased_sets(
@@ -242,7 +244,8 @@ def write_unbiased(
         if differ: raise ValueError(f"{out_root} already holds an I* written with other settings ({', '.join(f'{k}: {old.get(k)!r}' for k in differ)}); "
                                     "write to a new folder, or delete this one")
         entries = {e["id"]: e for e in old["classes"]}
-    for c in ids: entries[c] = {"id": c, "name": base.labels.classes[c], "folder": _folder(base.labels, c), "complete": False}
+    for c in ids:
+        entries[c] = {"id": c, "name": base.labels.classes[c], "folder": _folder(base.labels, c), "complete": False}
     _write_index(path, settings, entries)
     writer = _WriteErased(base, out_root, ids, fill, tuple(color))
     loader = DataLoader(writer, batch_size=None, num_workers=num_workers)
