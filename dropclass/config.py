@@ -158,8 +158,8 @@ def to_dict(self: TrainConfig) -> dict[str, Any]:
 def _nest(values: dict) -> dict:
     "Flat settings with DropClass's options gathered into `dropclass` (a dict given there is merged, the flat names last)."
     values = dict(values)
-    nested = dict(values.pop("dropclass", None) or {})
-    if isinstance(nested, DropClassOptions): nested = asdict(nested)
+    given = values.pop("dropclass", None) or {}
+    nested = asdict(given) if isinstance(given, DropClassOptions) else dict(given)
     nested.update({k: values.pop(k) for k in list(values) if k in DROPCLASS_OPTIONS})
     return {**values, "dropclass": DropClassOptions(**nested)}
 
