@@ -16,8 +16,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['EXPLORER_PRESET', 'EXPLORER_OVERRIDES', 'DEMO_DIR', 'MODEL_NAMES', 'FIRST_USE_MINUTES', 'BITE_PRESET', 'BITE_NAME',
-           'BITE_DIR', 'BITE_MINUTES', 'APP_ENV', 'APP_NOTEBOOK', 'ALIVE_PATH', 'default_cache_dir',
-           'default_pair_plan', 'default_checkpoints', 'default_explorer', 'app_notebook', 'explorer_from_env', 'serve']
+           'BITE_DIR', 'BITE_MINUTES', 'APP_ENV', 'CULL_IDLE_SECONDS', 'APP_NOTEBOOK', 'ALIVE_PATH', 'CLOSED_PATH',
+           'default_cache_dir', 'default_pair_plan', 'default_checkpoints', 'default_explorer', 'app_notebook',
+           'explorer_from_env', 'serve']
 
 # %% ../nbs/35_app.ipynb #3a5a0007
 EXPLORER_PRESET = "demo"  # the default pair is the demo's: `dropclass demo` and the explorer share one training
@@ -125,9 +126,8 @@ def app_notebook(path: str | Path) -> Path:
     import nbformat
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell("## DropClass: the class-drop explorer\nDrop a class and see what the model "
-                                              "predicts without it, which pixels change and how much of the class is "
-                                              "suppressed; inspect a class's features and Grad-CAM."),
+    nb.cells = [nbformat.v4.new_markdown_cell("### DropClass: the class-drop explorer\nDrop a class and see, model beside "
+                                              "model, what each predicts without it and how much of it is suppressed."),
                 nbformat.v4.new_code_cell("from dropclass.app import explorer_from_env\nexplorer_from_env()")]
     path = Path(path)
     nbformat.write(nb, str(path))
@@ -143,20 +143,24 @@ def explorer_from_env() -> ClassDropExplorer:
     return ClassDropExplorer.from_checkpoints(settings["checkpoints"], split=settings.get("split"), length=settings.get("length", 100))
 
 # %% ../nbs/35_app.ipynb #3a5a0011
+CULL_IDLE_SECONDS = 30  # a kernel without a page is shut down after this long idle
 APP_NOTEBOOK = "DropClass explorer.ipynb"  # Voila titles the page (the browser tab) with the notebook's name
 ALIVE_PATH = "/dropclass/alive"  # answered by the server while it runs: the page polls it to notice a stopped server
+CLOSED_PATH = "/dropclass/closed/"  # + a kernel id: the page says it closed, and its kernel is shut down
 _EXTERNAL = re.compile(rb'<link[^>]*href="(?:https?:)?//[^"]*"[^>]*>')  # stylesheets from a CDN (Font Awesome)
 _WATCH = b"""<script>
 (function () {  /* dropclass explore: say so when the server stops, instead of leaving the page silently stale */
   var failures = 0, banner = null;
-  function show() {
-    banner = document.createElement("div");
+  function show() {  /* beside the page's title, on its line, so that it covers nothing */
+    banner = document.createElement("span");
     banner.className = "dropclass-disconnected"; banner.setAttribute("role", "alert");
-    banner.textContent = "Disconnected: the explorer's server has stopped, so the panels no longer change. " +
-                         "Start `dropclass explore` again and reload this page.";
-    banner.style.cssText = "position:fixed;top:0;left:0;right:0;z-index:10000;padding:10px 16px;" +
-                           "background:#b00020;color:#fff;font:14px/1.4 sans-serif";
-    document.body.appendChild(banner);
+    banner.textContent = "Disconnected: the server has stopped and the panels no longer change. " +
+                         "Start `dropclass explore` again and reload.";
+    banner.style.cssText = "display:inline-block;margin-left:18px;padding:2px 10px;border-radius:3px;" +
+                           "background:#b00020;color:#fff;font:13px/1.5 sans-serif;vertical-align:middle";
+    var title = document.querySelector("h1, h2, h3");
+    if (title) { title.appendChild(banner); }
+    else { banner.style.cssText += ";position:fixed;top:4px;right:8px;z-index:10000"; document.body.appendChild(banner); }
   }
   function ping() {
     fetch("%s", {cache: "no-store"}).then(function (r) {
@@ -166,8 +170,14 @@ _WATCH = b"""<script>
     }).catch(function () { failures += 1; if (failures >= 2 && !banner) show(); });
   }
   setInterval(ping, 2000);
+  /* a closed (or reloaded) page ends its kernel at once: each page load starts one */
+  window.addEventListener("pagehide", function () {
+    var config = document.getElementById("jupyter-config-data");
+    var kernel = config && JSON.parse(config.textContent).kernelId;
+    if (kernel) navigator.sendBeacon("%c" + kernel);
+  });
 })();
-</script>""".replace(b"%s", ALIVE_PATH.encode())
+</script>""".replace(b"%s", ALIVE_PATH.encode()).replace(b"%c", CLOSED_PATH.encode())
 
 
 def _offline_page(page: bytes) -> bytes:
@@ -183,12 +193,22 @@ def _voila():
     except ImportError:
         raise ImportError("dropclass explore needs Voila to serve the explorer, and Voila is not installed: "
                           "pip install \"dropclass[explore]\" (or pip install voila)") from None
+    from jupyter_core.utils import ensure_async
     from tornado.web import OutputTransform, RequestHandler
 
     class Alive(RequestHandler):
         def get(self):
             self.set_header("Cache-Control", "no-store")
             self.finish("ok")
+
+    class Closed(RequestHandler):
+        "A page's beacon when it closes: shut its kernel down (an id this server does not know is ignored)."
+        async def post(self, kernel_id):
+            manager = self.settings.get("kernel_manager")
+            if manager is not None and kernel_id in manager.list_kernel_ids():
+                await ensure_async(manager.shutdown_kernel(kernel_id))
+            self.set_status(204)
+            self.finish()
 
     class OfflinePage(OutputTransform):
         "Edits HTML responses only, chunk by chunk (Voila streams the page as the notebook runs)."
@@ -206,7 +226,7 @@ def _voila():
     class ExplorerVoila(Voila):
         def init_handlers(self):
             self.app.transforms.insert(0, OfflinePage)  # before compression
-            return [(ALIVE_PATH, Alive), *super().init_handlers()]
+            return [(ALIVE_PATH, Alive), (CLOSED_PATH + r"([0-9a-f-]+)", Closed), *super().init_handlers()]
 
     return ExplorerVoila
 
@@ -250,8 +270,10 @@ def serve(
     print(f"dropclass explore: the explorer of {', '.join(checkpoints)} is at {url} (the page takes a few seconds to load "
           "the models; Ctrl-C stops the server)", flush=True)
     argv = [str(nb), f"--port={port}", "--Voila.ip=localhost", "--Voila.port_retries=0",
-            # a closed page frees its kernel
-            "--MappingKernelManager.cull_idle_timeout=600", "--MappingKernelManager.cull_interval=60"]
+            # a page that closed without saying so (a crash, a lost connection) frees its kernel within a minute;
+            # an open page keeps its kernel however long it is idle (kernels with a connection are not culled)
+            f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_SECONDS}", "--MappingKernelManager.cull_interval=10",
+            "--MappingKernelManager.cull_connected=False"]
     argv += [] if open_browser else ["--no-browser"]
     try: Voila.launch_instance(argv=argv)
     finally: shutil.rmtree(folder, ignore_errors=True)

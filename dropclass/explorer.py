@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,26 +26,64 @@ from .explorer_state import ExploreState, as_dropclass, explore_state
 from .plotting import display_labels, present_classes
 
 # %% auto #0
-__all__ = ['ClassDropExplorer', 'explorer_dataset']
+__all__ = ['NOTHING', 'ClassDropExplorer', 'explorer_dataset']
 
 # %% ../nbs/34c_explorer.ipynb #20140020
 _KEEP = object()  # "leave this control as it is" in `ClassDropExplorer.set`
+NOTHING = "nothing"  # the "beside it" choice that shows one model
 _CSS = """<style>
-.dropclass-explorer .dropclass-title { font-weight: 600; font-size: 13px; line-height: 1.3; }
-.dropclass-explorer .dropclass-sub { color: #555; font-size: 11px; line-height: 1.3; }
-.dropclass-explorer .dropclass-caption { font-size: 12px; line-height: 1.35; }
+.dropclass-explorer .dropclass-title { font-weight: 600; font-size: 13px; line-height: 18px; height: 18px;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.dropclass-explorer .dropclass-caption { font-size: 12px; line-height: 16px; height: 32px; overflow: hidden; }
+.dropclass-explorer .dropclass-notation { color: #555; font-size: 11px; line-height: 15px; height: 15px;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.dropclass-explorer .widget-html, .dropclass-explorer .widget-html-content { margin: 0; min-height: 0; height: auto;
+  line-height: normal; }
 .dropclass-explorer .dropclass-swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #444;
   vertical-align: -2px; margin-right: 4px; }
-.dropclass-explorer .dropclass-legend span.item { display: inline-block; margin: 0 14px 2px 0; font-size: 12px; white-space: nowrap; }
+.dropclass-explorer .dropclass-legend-text { font-size: 12px; line-height: 18px; height: 36px; overflow-y: auto; }
+.dropclass-explorer .dropclass-legend-text span.item { display: inline-block; margin: 0 12px 0 0; white-space: nowrap; }
+.dropclass-explorer .dropclass-status-text { font-size: 13px; line-height: 22px; height: 22px; padding: 0 8px;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; border-radius: 3px; }
+.dropclass-explorer .dropclass-busy .dropclass-status-text { background: #fff1c9; color: #6b4a00; font-weight: 600; }
+.dropclass-explorer .dropclass-readout { font-size: 13px; line-height: 18px; height: 72px; overflow-y: auto;
+  padding: 4px 10px; background: #f4f6fa; border-left: 4px solid #4c72b0; box-sizing: border-box; }
+.dropclass-explorer .dropclass-rowlabel-cell { position: relative; }  /* the name takes the row's height, adds none */
+.dropclass-explorer .dropclass-rowlabel { position: absolute; top: 0; bottom: 0; left: 0; right: 0;
+  writing-mode: vertical-rl; transform: rotate(180deg); font-weight: 600; font-size: 12px; text-align: center;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; background: #e9edf4; border-radius: 3px; }
 .dropclass-explorer .dropclass-wide { grid-column: span 2; }
-.dropclass-explorer .dropclass-grid { grid-auto-flow: row dense; }  /* a narrow panel fills the gap the wide one leaves */
-.dropclass-explorer .dropclass-readout { font-size: 13px; line-height: 1.4; padding: 6px 10px; background: #f4f6fa;
-  border-left: 4px solid #4c72b0; }
+.dropclass-explorer .dropclass-stale { opacity: 0.4; transition: opacity 0.1s; }
 </style>"""
+
+
+class _Row:
+    "The figures and widgets of one model's panels: a title, the picture, a caption and the notation for each."
+
+    def __init__(self, W, panels: dict, w: float, h: float, labels: LabelSet):
+        html = lambda: W.HTML("", tooltip="")  # a tooltip of None would show as "null" on hover
+        self.figures, self.artists = {}, {}  # made once; an update changes the artists' data
+        for p, panel in panels.items(): self.figures[p], self.artists[p] = panel.build(w, h, labels)
+        self.png: dict[str, bytes] = {}  # the PNG on show in each panel
+        self.drawn: dict[str, tuple] = {}  # the key each panel was last drawn for
+        self.titles, self.views, self.captions, self.notations = ({p: html() for p in panels} for _ in range(4))
+        self.cells = {}
+        for p, panel in panels.items():
+            self.views[p].add_class(f"dropclass-{p}-view"); self.captions[p].add_class(f"dropclass-{p}-caption")
+            cell = W.VBox([self.titles[p], self.views[p], self.captions[p], self.notations[p]],
+                          layout=W.Layout(min_width="0", overflow="hidden"))
+            cell.add_class("dropclass-cell"); cell.add_class(f"dropclass-{p}-cell")
+            self.cells[p] = cell
+        # the model's name beside its rows, top and more
+        self.labels = [W.HTML("", tooltip="", layout=W.Layout(min_width="0", align_self="stretch")) for _ in range(2)]
+        for label in self.labels: label.add_class("dropclass-rowlabel-cell")
+        for p, panel in panels.items():
+            if panel.wide: self.cells[p].add_class("dropclass-wide")
+
 
 # %% ../nbs/34c_explorer.ipynb #0ee8ceeb
 class ClassDropExplorer:
-    "Widgets to choose an image, a class to drop, a class to inspect and a model, and panels of what the model does."
+    "Widgets to choose a scene, a class to drop, a class to inspect and one or two models, and panels of what they do."
 
     def __init__(
         self,
@@ -53,8 +92,9 @@ class ClassDropExplorer:
         labels: LabelSet | None = None,  # class names and colours (default: `dataset.labels`, else Cityscapes)
         image: int = 0,  # the first image shown
         drop: int | str | None = None,  # the first class dropped (None: nothing)
-        inspect: int | str | None = None,  # the first class inspected (default: car, if there is one)
+        inspect: int | str | None = None,  # the first class inspected (default: car if the scene has it, else one it has)
         model: str | None = None,  # the first model shown (default: the first with a drop branch)
+        compare: str | None = _KEEP,  # the model beside it (default: the first other one; None: one model)
         settle: float = 0.15,  # seconds without a new change before a change from the page is drawn
     ):
         if not models: raise ValueError("give at least one model: ClassDropExplorer({'DropClass': model}, dataset)")
@@ -68,71 +108,105 @@ class ClassDropExplorer:
                 raise ValueError(f"model {name!r} predicts {wrapped.num_classes} classes, the labels have {self.labels.num_classes}")
             self.models[name] = (wrapped, has_drop)
         if model is None: model = next((n for n, (_, d) in self.models.items() if d), next(iter(self.models)))
-        names = list(self.labels.classes)
-        if inspect is None: inspect = "car" if "car" in names else 0
-        self.result: ExploreState | None = None  # the last computed state
-        self.panels: dict[str, np.ndarray | None] = {}  # the arrays on show
+        if compare is _KEEP:  # a baseline beside a DropClass model, else the next model
+            others = [n for n in self.models if n != model]
+            compare = next((n for n in others if not self.models[n][1]), others[0] if others else None)
+        self.result: ExploreState | None = None  # the last computed state of the first model
+        self.results: dict[str, ExploreState] = {}  # ... of every model shown
+        self.panels: dict[str, np.ndarray | None] = {}  # the arrays on show for the first model
         self.error: str | None = None  # the last error of an update, also shown in `self.log`
         self.updates = 0  # updates drawn so far
+        self.seconds = 0.0  # how long the last update took
         # model name -> drop-branch diagnostics measured after training (see `from_checkpoints`)
         self.run_diagnostics: dict = {}
         self.settle, self._ticket = settle, 0
-        self._sample_cache, self._drawn, self._holding, self._logit_limits = (None, None), {}, False, {}
-
-        style = {"description_width": "initial"}
-        self.image_control = W.IntSlider(value=1, min=1, max=len(dataset), description="image", continuous_update=False,
-                                         style=style, tooltip=f"which of the {len(dataset)} scenes (numbered from 1)")
-        self.model_control = W.ToggleButtons(options=list(self.models), value=model, description="model", style=style,
-                                             tooltips=[f"show the {n} model" for n in self.models],
-                                             tooltip="the model whose panels are shown")
-        self.drop_control = W.Dropdown(options=["none", *names], value="none", description="drop class", style=style,
-                                       tooltip="the class z to drop from the drop branch (marked: in this scene)")
-        self.inspect_control = W.Dropdown(options=names, value=names[0], description="inspect class", style=style,
-                                          tooltip="the class c whose features and Grad-CAM are shown")
-        for w, css in ((self.image_control, "image"), (self.model_control, "model"), (self.drop_control, "drop"),
-                       (self.inspect_control, "inspect")):
-            w.add_class(f"dropclass-{css}")
-            w.observe(self._changed, names="value")
-        html = lambda value="": W.HTML(value, tooltip="")  # a tooltip of None would show as "null" on hover
+        self._sample_cache, self._holding, self._logit_limits = (None, None), False, {}
+        # the ground-truth classes of every scene, for "next scene with it" (a scene that cannot be read has none)
+        self.scene_classes = [self._classes_of(i) for i in range(len(dataset))]
+        self._build_controls(W, model, compare)
+        rows, cols = self._sample(0)[1].shape[-2:]
+        w, h = 1.9, max(0.6, 1.9 * rows / cols)  # inches at about 100 px each: a grid cell's width on a 1280-px screen
+        self.rows = [_Row(W, PANELS, w, h, self.labels), _Row(W, {p: q for p, q in PANELS.items() if q.scope == "model"},
+                                                               w, h, self.labels)]
+        self.figures, self.artists, self.png = self.rows[0].figures, self.rows[0].artists, self.rows[0].png
+        self.titles, self.views, self.captions = self.rows[0].titles, self.rows[0].views, self.rows[0].captions
+        html = lambda: W.HTML("", tooltip="")
         self.status, self.legend, self.readout = html(), html(), html()
-        self.legend.add_class("dropclass-legend"); self.readout.add_class("dropclass-still-predicted")
+        self.status.add_class("dropclass-status"); self.legend.add_class("dropclass-legend")
+        self.readout.add_class("dropclass-still-predicted")
         # gets a red border while it shows an error
         self.log = W.Output(layout={"max_height": "160px", "overflow": "auto"})
         self.log.add_class("dropclass-log")
-        rows, cols = self._sample(0)[1].shape[-2:]
-        w, h = 3.2, max(1.2, 3.2 * rows / cols)  # inches at 100 px each: about a grid cell's width
-        self.figures, self.artists = {}, {}  # made once; an update changes the artists' data
-        for p, panel in PANELS.items(): self.figures[p], self.artists[p] = panel.build(w, h, self.labels)
-        self.png: dict[str, bytes] = {}  # the PNG on show in each panel
-        self.titles = {p: html() for p in PANELS}
-        self.views = {p: html() for p in PANELS}  # an <img> of the panel's figure, as wide as the panel
-        self.captions = {p: html() for p in PANELS}
-        for p in PANELS:
-            self.views[p].add_class(f"dropclass-{p}-view"); self.captions[p].add_class(f"dropclass-{p}-caption")
-        cells = {p: W.VBox([self.titles[p], self.views[p], self.captions[p]], layout=W.Layout(min_width="0")) for p in PANELS}
-        for p, panel in PANELS.items():
-            if panel.wide: cells[p].add_class("dropclass-wide")
-        grid = W.GridBox(list(cells.values()), layout=W.Layout(
-            grid_template_columns="repeat(auto-fill, minmax(290px, 1fr))", grid_gap="14px 18px", width="100%"))
-        grid.add_class("dropclass-grid")
-        controls = W.Box([self.image_control, self.model_control, self.drop_control, self.inspect_control],
-                         layout=W.Layout(flex_flow="row wrap", grid_gap="6px 28px", width="100%"))
-        self.widget = W.VBox([html(_CSS), controls, self.status, self.readout, self.legend, grid, self.log],
+        self._filler = [[html(), html()], [html(), html()]]  # the first column of a row without a scene panel
+        self.grid = W.GridBox([], layout=W.Layout(
+            grid_template_columns=f"minmax(0, 1fr) 22px repeat({self._columns()}, minmax(0, 1fr))",
+            grid_gap="8px 12px", width="100%", align_items="flex-start"))
+        self.grid.add_class("dropclass-grid")
+        self.widget = W.VBox([html(), self.controls, self.status, self.readout, self.legend, self.grid, self.log],
                              layout=W.Layout(width="100%"))
+        self.widget.children[0].value = _CSS
         self.widget.add_class("dropclass-explorer")
-        self.set(image=image, drop=drop, inspect=inspect)
+        if inspect is None:
+            present = self.scene_classes[image] if 0 <= image < len(dataset) else set()
+            names = [self.labels.classes[c] for c in sorted(present)]
+            inspect = "car" if "car" in names else (names[0] if names else 0)
+        self.set(image=image, drop=drop, inspect=inspect, compare=compare)
 
     def _ipython_display_(self):
         from IPython.display import display
         display(self.widget)
 
 # %% ../nbs/34c_explorer.ipynb #20140022
+@patch
+def _build_controls(self: ClassDropExplorer, W, model: str, compare: str | None):
+    "The controls, each with a visible label linked to it (its accessible name), in two rows that do not wrap."
+    style, n = {"description_width": "initial"}, len(self.dataset)
+    names = list(self.labels.classes)
+    box = lambda width: W.Layout(width=width)
+    self.image_control = W.BoundedIntText(value=1, min=1, max=n, description="scene", style=style, layout=box("130px"),
+                                          tooltip=f"which of the {n} scenes (numbered from 1)")
+    self.previous_button = W.Button(description="previous scene", tooltip="the scene before this one", layout=box("auto"))
+    self.next_button = W.Button(description="next scene", tooltip="the scene after this one", layout=box("auto"))
+    self.model_control = W.Dropdown(options=list(self.models), value=model, description="model", style=style,
+                                    layout=box("300px"), tooltip="the model in the first row of panels")
+    self.compare_control = W.Dropdown(options=[NOTHING], value=NOTHING, description="beside it", style=style,
+                                      layout=box("300px"), tooltip="a second model, in the rows under the first: same "
+                                      "scene, same drop, shared axes ('nothing': one model)")
+    self.drop_control = W.Dropdown(options=["none", *names], value="none", description="drop class", style=style,
+                                   layout=box("300px"), tooltip="the class z to drop from the drop branch")
+    self.inspect_control = W.Dropdown(options=names, value=names[0], description="inspect class", style=style,
+                                      layout=box("300px"), tooltip="the class c whose features and Grad-CAM are shown")
+    counts = {c: sum(c in s for s in self.scene_classes) for c in range(len(names))}
+    rare_first = sorted(counts, key=lambda c: (counts[c] == 0, counts[c], c))
+    self.find_control = W.Dropdown(options=[(f"{names[c]} ({counts[c]} of {n} scenes)", names[c]) for c in rare_first],
+                                   value=names[rare_first[0]], description="find class", style=style, layout=box("300px"),
+                                   tooltip="a class to look for in the ground truth, the rarest first")
+    self.find_button = W.Button(description="next scene with it", layout=box("auto"),
+                                tooltip="go to the next scene whose ground truth has the class to find")
+    for w, css in ((self.image_control, "image"), (self.model_control, "model"), (self.compare_control, "compare"),
+                   (self.drop_control, "drop"), (self.inspect_control, "inspect"), (self.find_control, "find"),
+                   (self.previous_button, "previous"), (self.next_button, "next"), (self.find_button, "find-next")):
+        w.add_class(f"dropclass-{css}")
+    self.model_control.observe(self._swap, names="value")  # before the update: the two rows trade places
+    for w in (self.image_control, self.model_control, self.compare_control, self.drop_control, self.inspect_control):
+        w.observe(self._changed, names="value")
+    self.previous_button.on_click(lambda _: self._step(-1))
+    self.next_button.on_click(lambda _: self._step(1))
+    self.find_button.on_click(lambda _: self.next_scene_with(self.find_control.value))
+    self._compare_options(model, compare)
+    row = lambda *ws: W.HBox(list(ws), layout=W.Layout(flex_flow="row nowrap", grid_gap="4px 18px", align_items="center"))
+    self.controls = W.VBox([row(self.image_control, self.previous_button, self.next_button, self.model_control,
+                                self.compare_control),
+                            row(self.drop_control, self.inspect_control, self.find_control, self.find_button)])
+
+
 @patch(as_prop=True)
 def state(self: ClassDropExplorer) -> dict:
-    "The controls as plain values: image index (from 0), dropped class name (or None), inspected class name, model name."
-    drop = self.drop_control.value
+    "The controls as plain values: image index (from 0), dropped class name (or None), inspected class, model names."
+    drop, compare = self.drop_control.value, self.compare_control.value
     return {"image": self.image_control.value - 1, "drop": None if drop == "none" else drop,
-            "inspect": self.inspect_control.value, "model": self.model_control.value}
+            "inspect": self.inspect_control.value, "model": self.model_control.value,
+            "compare": None if compare == NOTHING else compare}
 
 
 @patch
@@ -147,18 +221,21 @@ def set(
     image: int | None = None,  # image index in the dataset (from 0; the page numbers scenes from 1)
     drop: int | str | None = _KEEP,  # class to drop, by name or id; None drops nothing
     inspect: int | str | None = None,  # class to inspect, by name or id
-    model: str | None = None,  # model name
+    model: str | None = None,  # the model of the first row
+    compare: str | None = _KEEP,  # the model beside it, None for one model
 ) -> ClassDropExplorer:
     "Change any of the controls and update the panels once."
     if image is not None and not 0 <= image < len(self.dataset):
         raise ValueError(f"image must be an index in [0, {len(self.dataset)}), got {image}")
-    if model is not None and model not in self.models:
-        raise ValueError(f"model must be one of {list(self.models)}, got {model!r}")
+    for m, what in ((model, "model"), (None if compare is _KEEP else compare, "compare")):
+        if m is not None and m not in self.models:
+            raise ValueError(f"{what} must be one of {list(self.models)}, got {m!r}")
     drop = drop if drop is _KEEP else (self._name(drop, "the dropped class") or "none")
     inspect = None if inspect is None else self._name(inspect, "the inspected class")
     with self._hold():
         if image is not None: self.image_control.value = int(image) + 1
         if model is not None: self.model_control.value = model
+        if compare is not _KEEP: self._compare_options(self.model_control.value, compare)
         if drop is not _KEEP: self.drop_control.value = drop
         if inspect is not None: self.inspect_control.value = inspect
     self._update()
@@ -169,21 +246,69 @@ def set(
 @contextmanager
 def _hold(self: ClassDropExplorer):
     "Change controls without an update per change."
-    self._holding = True
+    held, self._holding = self._holding, True
     try: yield
-    finally: self._holding = False
+    finally: self._holding = held
+
+
+@patch
+def _compare_options(self: ClassDropExplorer, model: str, compare: str | None):
+    "The choices beside `model`: nothing, or any other model; `compare` chosen (the model itself means nothing)."
+    options = [NOTHING] + [n for n in self.models if n != model]
+    with self._hold():
+        self.compare_control.options = options
+        self.compare_control.value = compare if compare in options else NOTHING
+
+
+@patch
+def _swap(self: ClassDropExplorer, change):
+    "The first row's model became the one beside it: the two trade places."
+    compare = self.compare_control.value
+    self._compare_options(change["new"], change["old"] if compare == change["new"] else compare)
+
+
+@patch
+def _step(self: ClassDropExplorer, by: int):
+    "The previous or next scene (wrapping around), as if typed into the scene box."
+    self.image_control.value = (self.image_control.value - 1 + by) % len(self.dataset) + 1
+
+
+@patch
+def next_scene_with(self: ClassDropExplorer, c: int | str) -> int | None:
+    "Go to the next scene after this one (wrapping) whose ground truth has class `c`; its index, or None if none has it."
+    cid, here = self.labels.class_id(c, "the class to find"), self.state["image"]
+    n = len(self.dataset)
+    found = next((i % n for i in range(here + 1, here + 1 + n) if cid in self.scene_classes[i % n]), None)
+    if found is None:
+        self.status.value = (f'<div class="dropclass-status-text">no scene has {html.escape(self.labels.classes[cid])} '
+                             "in its ground truth</div>")
+        return None
+    self.image_control.value = found + 1  # drawn like any change from the page
+    return found
 
 
 @patch
 def _changed(self: ClassDropExplorer, change):
-    "A control changed in the page: draw the state once changes stop arriving (rapid key presses skip stale states)."
+    "A control changed in the page: say so at once, then draw once changes stop arriving (skipping stale states)."
     if self._holding: return
+    self._busy(f"{change['owner'].description}: {change['new']}")
     self._ticket += 1
     try: loop = asyncio.get_running_loop()  # in a kernel, page events arrive on its event loop
     except RuntimeError: loop = None
     if loop is None or self.settle <= 0: return self._update()  # plain Python: at once
     ticket = self._ticket
     loop.call_later(self.settle, lambda: ticket == self._ticket and self._update())
+
+
+@patch
+def _busy(self: ClassDropExplorer, what: str | None):
+    "Show that an update is on its way (`what` changed) and dim the panels it will replace; None: done."
+    if what is None:
+        self.status.remove_class("dropclass-busy"); self.grid.remove_class("dropclass-stale")
+        return
+    self.status.value = f'<div class="dropclass-status-text">computing ({html.escape(what)}) ...</div>'
+    self.status.add_class("dropclass-busy"); self.grid.add_class("dropclass-stale")
+    self.status.tooltip = "the panels are dimmed until they show the new choice"
 
 # %% ../nbs/34c_explorer.ipynb #20140026
 @patch
@@ -194,33 +319,75 @@ def _sample(self: ClassDropExplorer, i: int) -> tuple[Tensor, Tensor]:
 
 
 @patch
+def _classes_of(self: ClassDropExplorer, i: int) -> set[int]:
+    "The classes in the ground truth of scene `i`; none if it cannot be read (its update will say why)."
+    try: return set(present_classes(self.labels, self._sample(i)[1]))
+    except Exception: return set()
+
+
+@patch
+def _columns(self: ClassDropExplorer) -> int:
+    "Grid columns of model panels: as many as the widest block needs."
+    top = sum(1 + p.wide for p in PANELS.values() if p.scope == "model" and p.block == "top")
+    more = sum(1 + p.wide for p in PANELS.values() if p.scope == "model" and p.block == "more")
+    return max(top, min(more, 5), 1)
+
+
+@patch
+def _layout(self: ClassDropExplorer, names: list[str]):
+    """The grid's cells in reading order (the grid places them row by row): per model shown, a top row of the scene's
+    panel, the model's name and its top panels; then, per model, a row of the others."""
+    scene = [self.rows[0].cells[p] for p, q in PANELS.items() if q.scope == "scene"]
+    pick = lambda row, block: [row.cells[p] for p in row.cells if PANELS[p].block == block and PANELS[p].scope == "model"]
+    cells = []
+    for block in ("top", "more"):
+        for k, name in enumerate(names):
+            label = self.rows[k].labels[block == "more"]
+            label.value = f'<div class="dropclass-rowlabel" title="{html.escape(name)}">{html.escape(name)}</div>'
+            cells += [scene.pop(0) if scene else self._filler[block == "more"][k], label, *pick(self.rows[k], block)]
+    if tuple(cells) != self.grid.children: self.grid.children = cells
+
+
+@patch
 def _update(self: ClassDropExplorer):
-    "Recompute the state from the controls and redraw; errors go to `self.log`."
+    "Recompute the states from the controls and redraw; errors go to `self.log`."
+    start = time.perf_counter()
     try:
         st = self.state
-        model, has_drop = self.models[st["model"]]
+        self._busy(f"scene {st['image'] + 1}")
+        names = [st["model"]] + ([st["compare"]] if st["compare"] else [])
         image, mask = self._sample(st["image"])
-        s = explore_state(model, image, st["drop"] if has_drop else None, st["inspect"], self.labels, mask=mask)
-        self.result = s
-        self.panels = arrays_on_show(image, mask, s, has_drop)
-        lo, hi = self._logit_limits.get(st["model"], s.logit_range)  # fixed per model from its first scene's logits,
-        for v in (p for p in (self.panels["before_logits"], self.panels["after_logits"]) if p is not None):
-            # widened if a bar overflows
-            if np.isfinite(v).any(): lo, hi = min(lo, float(np.nanmin(v))), max(hi, float(np.nanmax(v)))
-        self._logit_limits[st["model"]] = (lo, hi)
-        view = View(st, s, has_drop, self.panels, self.labels, len(self.dataset), self._logit_limits[st["model"]])
-        images = {}
-        for p, panel in PANELS.items():  # a panel is drawn, encoded and sent only when what it shows changed
-            key = panel.key(view)
-            if self._drawn.get(p) == key: continue
-            panel.draw(self.artists[p], self.figures[p], view)
-            self.png[p] = png_bytes(self.figures[p])
-            where = f"image {st['image'] + 1}" + ("" if p == "scene" else f", model {st['model']}")
-            images[p] = img_html(self.png[p], f"dropclass-{p}-panel", f"{panel.title(view)[0]} ({where})")
-            self._drawn[p] = key
-        self._captions(view)  # the captions reach the page before the images they describe
-        for p, image in images.items(): self.views[p].value = image
-        self._mark_present(s)
+        states, arrays = {}, {}
+        for name in names:  # a baseline gets the class too: its own probability of it is shown
+            model, has_drop = self.models[name]
+            states[name] = explore_state(model, image, st["drop"], st["inspect"], self.labels, mask=mask)
+            arrays[name] = arrays_on_show(image, mask, states[name], has_drop)
+            lo, hi = self._logit_limits.get(name, states[name].logit_range)  # fixed per model from its first scene
+            for v in (p for p in (arrays[name]["before_logits"], arrays[name]["after_logits"]) if p is not None):
+                # widened if a bar overflows
+                if np.isfinite(v).any(): lo, hi = min(lo, float(np.nanmin(v))), max(hi, float(np.nanmax(v)))
+            self._logit_limits[name] = (lo, hi)
+        limits = {"logits": (min(self._logit_limits[n][0] for n in names), max(self._logit_limits[n][1] for n in names)),
+                  "class_map": max(float(np.abs(arrays[n]["class_map"]).max()) for n in names),
+                  "gradcam": max(float(np.abs(arrays[n]["gradcam"]).max()) for n in names)}
+        self.results, self.result, self.panels = states, states[names[0]], arrays[names[0]]
+        views = [View({**st, "model": n}, states[n], self.models[n][1], arrays[n], self.labels, len(self.dataset), limits)
+                 for n in names]
+        images = []
+        for row, view in zip(self.rows, views):
+            for p in row.cells:  # a panel is drawn, encoded and sent only when what it shows changed
+                panel = PANELS[p]
+                key = panel.key(view)
+                if row.drawn.get(p) == key: continue
+                panel.draw(row.artists[p], row.figures[p], view)
+                row.png[p] = png_bytes(row.figures[p])
+                where = f"scene {st['image'] + 1}" + ("" if panel.scope == "scene" else f", model {view.controls['model']}")
+                images.append((row.views[p], img_html(row.png[p], f"dropclass-{p}-panel", f"{panel.title(view)[0]} ({where})")))
+                row.drawn[p] = key
+        self._captions(views)  # the captions reach the page before the images they describe
+        for widget, value in images: widget.value = value
+        self._layout(names)
+        self._mark_present(views)
         self.error = None
         self.updates += 1
         self.log.outputs, self.log.layout.border = (), ""
@@ -228,73 +395,106 @@ def _update(self: ClassDropExplorer):
         self.error = f"{type(e).__name__}: {e}"
         self.log.append_stderr(f"update failed for {self.state}:\n{traceback.format_exc()}")
         self.log.layout.border = "1px solid #d33"
+        self.status.value = '<div class="dropclass-status-text">the update failed: see the message under the panels</div>'
+    finally:
+        self.seconds = time.perf_counter() - start
+        self._busy(None)
 
 
 @patch
-def _mark_present(self: ClassDropExplorer, s: ExploreState):
-    "Mark in the drop list the classes of this scene (ground truth or predicted), without an update."
-    present = set(present_classes(self.labels, self.panels["ground_truth"], s.output_prediction))
-    options = [("none", "none")] + [(f"{n} (in scene)" if i in present else n, n) for i, n in enumerate(self.labels.classes)]
-    if list(self.drop_control.options) != options:
-        with self._hold():
-            value = self.drop_control.value
-            self.drop_control.options = options
-            self.drop_control.value = value
+def _mark_present(self: ClassDropExplorer, views: list[View]):
+    "Mark in both class lists the classes of this scene: in the ground truth, or predicted only; without an update."
+    gt = set(present_classes(self.labels, views[0].arrays["ground_truth"]))
+    predicted = set(present_classes(self.labels, *[v.state.output_prediction for v in views]))
+    mark = lambda i, n: f"{n} · in ground truth" if i in gt else f"{n} · predicted only" if i in predicted else n
+    marked = [(mark(i, n), n) for i, n in enumerate(self.labels.classes)]
+    drops = not any(v.has_drop for v in views)
+    with self._hold():
+        for control, options in ((self.drop_control, [("none", "none")] + marked), (self.inspect_control, marked)):
+            if list(control.options) != options:
+                value = control.value
+                control.options = options
+                control.value = value
+        self.drop_control.disabled = drops  # no model shown can drop a class
+        self.drop_control.tooltip = ("no model shown has a drop branch: choose a DropClass model to drop a class" if drops
+                                     else "the class z to drop from the drop branch")
 
 # %% ../nbs/34c_explorer.ipynb #20140030
 @patch
-def _captions(self: ClassDropExplorer, view: View):
-    "Every panel's title and caption from its entry in `PANELS`, then the status line, the readout and the legend."
-    e, st, s = html.escape, view.controls, view.state
-    for p, panel in PANELS.items():
-        title, sub = panel.title(view)
-        self.titles[p].value = f'<div class="dropclass-title">{e(title)}</div><div class="dropclass-sub">{e(sub)}</div>'
-        self.captions[p].value = f'<div class="dropclass-caption">{panel.caption(view)}</div>'
-    dropped = e(st["drop"] or "none") if view.has_drop else "n/a"
-    self.status.value = (f"<b>{e(st['model'])}</b> · image {st['image'] + 1} of {len(self.dataset)} · dropped: "
-                         f"<b>{dropped}</b> · inspected: <b>{e(st['inspect'])}</b>")
-    self.readout.value = f'<div class="dropclass-readout">{self._readout(st, s, view.has_drop)}</div>'
-    self.legend.value = self._legend(s)
+def _captions(self: ClassDropExplorer, views: list[View]):
+    "Every panel's title, caption and notation from its entry in `PANELS`; then the status line, readout and legend."
+    e, st = html.escape, views[0].controls
+    for row, view in zip(self.rows, views):
+        for p in row.cells:
+            title, notation = PANELS[p].title(view)
+            row.titles[p].value = f'<div class="dropclass-title" title="{e(title)}">{e(title)}</div>'
+            row.captions[p].value = f'<div class="dropclass-caption">{PANELS[p].caption(view)}</div>'
+            row.notations[p].value = f'<div class="dropclass-notation" title="{e(notation)}">{e(notation)}</div>'
+    shown = " beside ".join(f"<b>{e(v.controls['model'])}</b>" for v in views)
+    dropped = (f"<b>{e(st['drop'] or 'none')}</b>" if any(v.has_drop for v in views)
+               else "n/a (no model shown has a drop branch)")
+    self.status.value = (f'<div class="dropclass-status-text">{shown} · scene {st["image"] + 1} of {len(self.dataset)} '
+                         f"· dropped: {dropped} · inspected: <b>{e(st['inspect'])}</b></div>")
+    self.status.tooltip = ""
+    self.readout.value = f'<div class="dropclass-readout">{self._readout(views)}</div>'
+    self.legend.value = f'<div class="dropclass-legend-text">{self._legend(views)}</div>'
+
+
+HIGH_SHARE = 0.5  # a share still predicted above this gets the line on why, and on a model where the drop bites
 
 
 @patch
-def _readout(self: ClassDropExplorer, st, s, has_drop) -> str:
-    "How much of the dropped class is still predicted, at a glance: in this scene, and over the model's val split when training measured it."
-    e, z = html.escape, st["drop"]
-    if not has_drop: return (f"<b>{e(st['model'])}</b> has no drop branch, so there is nothing to suppress: switch to a "
-                             "DropClass model to drop a class.")
-    diag = (self.run_diagnostics or {}).get(st["model"])
+def _readout(self: ClassDropExplorer, views: list[View]) -> str:
+    "How much of the dropped class each model still predicts: in this scene, and over its val split when training measured it."
+    e, z = html.escape, views[0].controls["drop"]
+    lines, high = [], False
+    for v in views:
+        name, s = e(v.controls["model"]), v.state
+        diag = (self.run_diagnostics or {}).get(v.controls["model"])
+        if not v.has_drop:
+            lines.append(f"<b>{name}</b>: no drop branch (a baseline), so there is nothing to suppress.")
+            continue
+        if z is None:
+            text = f"<b>{name}</b>: nothing dropped."
+            if diag: text += (f" Over {diag['scenes']} {e(diag['split'])} scenes, a dropped class is still predicted on "
+                              f"{100 * diag['still_predicted']:.0f}% of its pixels (0% would be full suppression).")
+            lines.append(text)
+            continue
+        if s.still_predicted is None:
+            text = f"<b>{name}</b>: {e(z)} dropped; it is not predicted in this scene."
+        else:
+            n = int((s.output_prediction == s.dropped).sum())
+            high |= s.still_predicted > HIGH_SHARE
+            text = (f"<b>{name}</b>: {e(z)} dropped; {100 * s.still_predicted:.0f}% of the {n} pixels predicted "
+                    f"{e(z)} are still {e(z)} (0% would be full suppression).")
+        if diag:
+            per_class = (diag.get("still_predicted_per_class") or {}).get(z)
+            text += (f" Over {diag['scenes']} {e(diag['split'])} scenes: {e(z)} "
+                     + (f"{100 * per_class:.0f}%" if per_class is not None else "not measured")
+                     + f", all classes {100 * diag['still_predicted']:.0f}%.")
+        lines.append(text)
     if z is None:
-        text = "Nothing dropped. Choose a class to drop; the classes marked <i>(in scene)</i> are in this image."
-        if diag: text += (f" Over {diag['scenes']} {e(diag['split'])} scenes, a dropped class is still predicted on "
-                          f"{100 * diag['still_predicted']:.0f}% of its pixels (0% would be full suppression).")
-        return text
-    if s.still_predicted is None: text = f"<b>{e(z)} dropped:</b> not predicted in this scene; drop a class marked <i>(in scene)</i>."
-    else:
-        n = int((s.output_prediction == s.dropped).sum())
-        text = (f"<b>{e(z)} dropped:</b> in this scene {100 * s.still_predicted:.0f}% of the {n} pixels predicted "
-                f"{e(z)} are still {e(z)} with it dropped (0% would be full suppression).")
-    if diag:
-        per_class = (diag.get("still_predicted_per_class") or {}).get(z)
-        text += (f" Over {diag['scenes']} {e(diag['split'])} scenes: {e(z)} "
-                 + (f"{100 * per_class:.0f}%" if per_class is not None else "not measured")
-                 + f", all classes {100 * diag['still_predicted']:.0f}%.")
-    return text
+        lines.append("Choose a class to drop: the list marks the classes in this scene's ground truth and those only predicted.")
+    elif high:
+        lines.append("<i>A high share: the drop has not bitten</i> (the branch finds the class without its features). A short "
+                     "schedule drops each class too rarely; the <code>bite-group</code> preset drops one in almost every "
+                     "batch, and there it bites (notebook 28).")
+    return "<br>".join(lines)
 
 
 @patch
-def _legend(self: ClassDropExplorer, s: ExploreState) -> str:
-    "The colours of the classes in this scene: in the ground truth, in the output or in the drop branch's prediction."
-    shown, predictions = display_labels(self.labels), [s.output_prediction] + (
-        [s.drop_prediction] if self.panels["drop_prediction"] is not None else [])
-    gt, predicted = set(present_classes(self.labels, self.panels["ground_truth"])), set(present_classes(self.labels, *predictions))
-    items = []
-    for i in present_classes(self.labels, self.panels["ground_truth"], *predictions):
-        where = ", ".join(w for w, there in (("ground truth", i in gt), ("predicted", i in predicted)) if there)
+def _legend(self: ClassDropExplorer, views: list[View]) -> str:
+    "The colours of the classes in this scene: in the ground truth, or predicted only (by a model shown, either branch)."
+    v = views[0]
+    predictions = [m for w in views for m in (w.state.output_prediction, w.arrays["drop_prediction"]) if m is not None]
+    gt = set(present_classes(self.labels, v.arrays["ground_truth"]))
+    shown, items = display_labels(self.labels), []
+    for i in present_classes(self.labels, v.arrays["ground_truth"], *predictions):
         r, g, b = shown.palette[i]
+        name = html.escape(self.labels.classes[i])
         items.append(f'<span class="item"><span class="dropclass-swatch" style="background: rgb({r},{g},{b})"></span>'
-                     f'{html.escape(self.labels.classes[i])} <small>({where})</small></span>')
-    return "<b>Classes in this scene:</b> " + "".join(items)
+                     + (name if i in gt else f"<i>{name}</i>") + "</span>")
+    return "<b>Classes in this scene</b> (<i>italic: predicted only</i>): " + "".join(items)
 
 # %% ../nbs/34c_explorer.ipynb #20140038
 def explorer_dataset(cfg, split: str | None = None, length: int | None = 100):

@@ -22,10 +22,11 @@ from .explorer_state import ExploreState
 from .plotting import display_labels, present_classes
 
 # %% auto #0
-__all__ = ['DPI', 'PANELS', 'png_bytes', 'img_html', 'View', 'Panel', 'arrays_on_show', 'register_panel']
+__all__ = ['DPI', 'FONT', 'PANELS', 'png_bytes', 'img_html', 'View', 'Panel', 'arrays_on_show', 'register_panel']
 
 # %% ../nbs/34b_explorer_panels.ipynb #20140018
 DPI = 200  # figures are drawn at twice their display size, sharp on HiDPI screens
+FONT = 9  # points: the smallest text in any figure (figures are sized for about 100 px per inch on a 1280-px screen)
 
 
 def png_bytes(fig: Figure) -> bytes:
@@ -45,6 +46,7 @@ def img_html(png: bytes, css: str, alt: str) -> str:
 def _figure(w: float, h: float, n: int = 1, ticks: bool = False, **kw) -> tuple[Figure, list]:
     "An Agg figure of `n` stacked axes (without ticks, for images), `w` x `h` inches shown at 100 px per inch."
     fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
+    fig.get_layout_engine().set(w_pad=0.01, h_pad=0.01)
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(n, 1, **kw)).tolist()
     if not ticks:
@@ -60,12 +62,13 @@ def _set_image(im, data: np.ndarray, size: tuple[int, int] | None = None):
     im.axes.set_xlim(-0.5, W - 0.5); im.axes.set_ylim(H - 0.5, -0.5)
 
 
-def _overlay_axes(ax, cmap: str, label: str):
+def _overlay_axes(ax, cmap: str, label: str, limits: tuple[float, float] = (0, 1)):
     "Axes for a gray image with a heat map over it and a colour bar named `label`; returns the two AxesImages."
     base = ax.imshow(np.zeros((2, 2)), cmap="gray", vmin=0, vmax=1)
-    top = ax.imshow(np.zeros((2, 2)), cmap=cmap, alpha=0.65, interpolation="bilinear")
-    bar = ax.figure.colorbar(top, ax=ax, fraction=0.05, pad=0.02)
-    bar.set_label(label, fontsize=6); bar.ax.tick_params(labelsize=6)
+    top = ax.imshow(np.zeros((2, 2)), cmap=cmap, alpha=0.7, interpolation="bilinear", vmin=limits[0], vmax=limits[1])
+    bar = ax.figure.colorbar(top, ax=ax, fraction=0.08, pad=0.02, ticks=[limits[0], sum(limits) / 2, limits[1]])
+    bar.ax.tick_params(labelsize=FONT)
+    bar.ax.set_gid(label)  # what the colour bar measures (the panel's title and caption say it in words)
     return base, top
 
 
@@ -74,16 +77,24 @@ def _faded(image: np.ndarray) -> np.ndarray:
     gray = image.mean(-1, keepdims=True)
     return (0.35 * gray + 0.65 * 255).repeat(3, -1).astype(np.uint8)
 
+
+def _note(ax, text: str = ""):
+    "A centred line of text over the axes, hidden until a panel has nothing to show."
+    return ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=FONT, transform=ax.transAxes, visible=False,
+                   bbox={"facecolor": "white", "edgecolor": "0.6", "boxstyle": "round,pad=0.3"})
+
 # %% ../nbs/34b_explorer_panels.ipynb #20140a04
 class View(NamedTuple):
-    "What every panel is drawn from: the controls, the state computed for them, and what the explorer knows around them."
-    controls: dict  # `ClassDropExplorer.state`: image (from 0), drop (a class name or None), inspect, model
+    "What a panel is drawn from: the controls for its model, the state computed for them, and what the explorer knows."
+    controls: dict  # `ClassDropExplorer.state`, with "model" the model of this panel's row
     state: ExploreState  # `explore_state` for these controls
     has_drop: bool  # the model has a trained drop branch (a baseline has none)
-    arrays: dict  # `ClassDropExplorer.panels`: the image, its ground truth and the arrays on show
+    arrays: dict  # `arrays_on_show`: the image, its ground truth and the arrays on show
     labels: LabelSet
     scenes: int  # scenes in the dataset
-    logit_limits: tuple[float, float]  # the model's fixed range of the logit bars
+    # scales shared by every model shown, so that two rows compare: "logits" (low, high) of the bars, and the largest
+    # |value| of the "class_map" and of the "gradcam" over the models shown
+    limits: dict
 
     def colors(self, label_map: np.ndarray) -> np.ndarray:
         "A label map as RGB in the display palette (the legend above the panels names the colours)."
@@ -94,13 +105,15 @@ class View(NamedTuple):
 class Panel:
     "One panel of the explorer, written in one place: its figure, what it depends on, how it is drawn, its words."
     name: str  # also its CSS classes: dropclass-<name>-panel (the image), -view, -caption
-    # (width, height in inches, labels) -> figure, artists
+    # (width, height in inches of one grid cell's picture, labels) -> figure, artists
     build: Callable[[float, float, LabelSet], tuple[Figure, Any]]
     key: Callable[[View], tuple]  # what the picture depends on: it is drawn again only when this changes
     draw: Callable[[Any, Figure, View], None]  # set the data of the artists
-    title: Callable[[View], tuple[str, str]]  # a title in words and a subtitle in the paper's notation
-    caption: Callable[[View], str]  # the HTML under the picture, computed on what it shows
+    title: Callable[[View], tuple[str, str]]  # a one-line title in words, and the paper's notation (shown last)
+    caption: Callable[[View], str]  # the HTML under the picture, in words, computed on what it shows (two lines at most)
     wide: bool = False  # spans two grid columns
+    scope: str = "model"  # "model": one per model shown; "scene": one for the scene, whatever the model
+    block: str = "more"  # "top": in the rows at the top of the page, one per model; "more": in the rows under them
 
 
 def arrays_on_show(image: torch.Tensor, mask: torch.Tensor, s: ExploreState, has_drop: bool) -> dict:
@@ -111,6 +124,7 @@ def arrays_on_show(image: torch.Tensor, mask: torch.Tensor, s: ExploreState, has
             "output": s.output_prediction, "plain": s.prediction, "drop_prediction": s.drop_prediction if has_drop else None,
             "changed": changed, "before_logits": s.before_logits, "before_probs": s.before_probs,
             "after_logits": s.after_logits if after else None, "after_probs": s.after_probs if after else None,
+            "before_map": s.before_map, "after_map": s.after_map if after else None,
             "class_map": s.class_map_relative, "gradcam": s.gradcam}
 
 
@@ -120,6 +134,8 @@ PANELS: dict[str, Panel] = {}  # name -> Panel, in reading order
 def register_panel(panel: Panel) -> None:
     "Add a panel after the others (a name already there is replaced in its place); the explorer shows every entry."
     if not isinstance(panel, Panel): raise TypeError(f"register_panel takes a Panel, got {type(panel).__name__}")
+    if panel.scope not in ("model", "scene"): raise ValueError(f"a panel's scope is 'model' or 'scene', got {panel.scope!r}")
+    if panel.block not in ("top", "more"): raise ValueError(f"a panel's block is 'top' or 'more', got {panel.block!r}")
     PANELS[panel.name] = panel
 
 # %% ../nbs/34b_explorer_panels.ipynb #20140a06
@@ -132,11 +148,10 @@ def _images(n: int = 1):
     return build
 
 
-def _drop_figure(w: float, h: float, labels: LabelSet):
+def _noted_image(w: float, h: float, labels: LabelSet):
+    "build: an image axes with a note for when there is nothing to show."
     fig, im = _images()(w, h, labels)
-    note = im.axes.text(0.5, 0.5, "no drop branch:\nthis model was trained without DropClass", ha="center", va="center",
-                        fontsize=7, transform=im.axes.transAxes, visible=False)
-    return fig, (im, note)
+    return fig, (im, _note(im.axes))
 
 
 def _accuracy(pred: np.ndarray, gt: np.ndarray, ignore_index: int) -> float:
@@ -145,81 +160,168 @@ def _accuracy(pred: np.ndarray, gt: np.ndarray, ignore_index: int) -> float:
     return float((pred[valid] == gt[valid]).mean()) if valid.any() else float("nan")
 
 
+def _chosen(v: View) -> int | None:
+    "The id of the class chosen to drop, whether or not this model has a drop branch."
+    return v.labels.class_id(v.controls["drop"]) if v.controls["drop"] else None
+
+
 def _dropped(v: View) -> int | None:
     "The id of the class dropped in the drop branch, None when nothing is (or the model has no drop branch)."
-    return v.labels.class_id(v.controls["drop"]) if v.has_drop and v.controls["drop"] else None
+    return _chosen(v) if v.has_drop else None
 
 
-def _scene_draw(ims, fig, v: View):
-    _set_image(ims[0], v.arrays["image"]); _set_image(ims[1], v.colors(v.arrays["ground_truth"]))
+def _name(v: View, c: int) -> str: return html.escape(v.labels.classes[c])
+
+
+def _noted(artists, v: View, data: np.ndarray | None, note: str):
+    "Show `data`, or a blank image with `note` when it is None."
+    im, text = artists
+    _set_image(im, data if data is not None else np.full_like(v.arrays["image"], 235))
+    text.set_text(note); text.set_visible(data is None)
 
 
 def _drop_draw(artists, fig, v: View):
-    im, note = artists
-    _set_image(im, v.colors(v.state.drop_prediction) if v.has_drop else np.full_like(v.arrays["image"], 235))
-    note.set_visible(not v.has_drop)
+    _noted(artists, v, v.colors(v.state.drop_prediction) if _dropped(v) is not None else None,
+           "no drop branch" if not v.has_drop else "nothing dropped")
 
 
-def _changed_draw(im, fig, v: View):
-    shown, changed = _faded(v.arrays["image"]), v.arrays["changed"]
-    if changed is not None: shown[changed] = v.colors(v.state.drop_prediction)[changed]  # each pixel's new class
-    _set_image(im, shown)
+def _changed_draw(artists, fig, v: View):
+    changed = v.arrays["changed"]
+    shown = None
+    if changed is not None:
+        shown = _faded(v.arrays["image"])
+        shown[changed] = v.colors(v.state.drop_prediction)[changed]  # each pixel in the colour of its new class
+    _noted(artists, v, shown, "no drop branch" if not v.has_drop else "nothing dropped")
 
 
 def _drop_caption(v: View) -> str:
     z, s = _dropped(v), v.state
-    if not v.has_drop: return "a baseline has no drop branch; switch to a DropClass model"
-    if z is None: return "nothing dropped: the same as the model's output; choose a class to drop"
-    name = html.escape(v.labels.classes[z])
-    return (f"<b>{name}</b> dropped: {int((s.output_prediction == z).sum())} pixels predicted {name} before, "
+    if not v.has_drop: return "a baseline has no drop branch to drop a class from"
+    if z is None: return "choose a class to drop"
+    return (f"pixels predicted <b>{_name(v, z)}</b>: {int((s.output_prediction == z).sum())} before the drop, "
             f"{int((s.drop_prediction == z).sum())} after")
 
 
 def _changed_caption(v: View) -> str:
     z = _dropped(v)
-    if not v.has_drop: return "nothing to change: a baseline has no drop branch"
+    if not v.has_drop: return "nothing changes: a baseline has no drop branch"
     if z is None: return "nothing dropped, nothing changed"
     changed = int(v.arrays["changed"].sum())
-    return (f"{changed} pixels ({100 * changed / v.state.output_prediction.size:.1f}%) change class when "
-            f"<b>{html.escape(v.labels.classes[z])}</b> is dropped")
+    return f"{changed} pixels ({100 * changed / v.state.output_prediction.size:.1f}%) change class"
 
 # %% ../nbs/34b_explorer_panels.ipynb #20140a07
 _gt = lambda v: v.arrays["ground_truth"]
 register_panel(Panel(
-    "scene", _images(2), key=lambda v: (v.controls["image"],), draw=_scene_draw,
-    title=lambda v: ("The image and its ground truth", "the labels in the display palette (legend above)"),
-    caption=lambda v: (f"image {v.controls['image'] + 1} of {v.scenes}; {len(present_classes(v.labels, _gt(v)))} "
-                       "classes in the ground truth")))
+    "image", _images(), key=lambda v: (v.controls["image"],), scope="scene", block="top",
+    draw=lambda im, fig, v: _set_image(im, v.arrays["image"]),
+    title=lambda v: ("The scene", "the image the models see"),
+    caption=lambda v: f"scene {v.controls['image'] + 1} of {v.scenes}"))
 register_panel(Panel(
-    "output", _images(), key=lambda v: (v.controls["model"], v.controls["image"]),
+    "ground_truth", _images(), key=lambda v: (v.controls["image"],), scope="scene", block="top",
+    draw=lambda im, fig, v: _set_image(im, v.colors(_gt(v))),
+    title=lambda v: ("Its ground truth", "the labels, in the colours of the legend"),
+    caption=lambda v: f"{len(present_classes(v.labels, _gt(v)))} classes labelled in this scene"))
+register_panel(Panel(
+    "output", _images(), key=lambda v: (v.controls["model"], v.controls["image"]), block="top",
     draw=lambda im, fig, v: _set_image(im, v.colors(v.state.output_prediction)),
-    title=lambda v: ("What the model predicts", "the drop branch with nothing dropped: how a DropClass model predicts"
+    title=lambda v: ("What the model predicts", "the drop branch with nothing dropped (its inference)"
                      if v.has_drop else "h(A): a baseline's classifier"),
-    caption=lambda v: (f"{html.escape(v.controls['model'])}: pixel accuracy "
-                       f"{100 * _accuracy(v.state.output_prediction, _gt(v), v.labels.ignore_index):.1f}%")))
+    caption=lambda v: (f"right on {100 * _accuracy(v.state.output_prediction, _gt(v), v.labels.ignore_index):.1f}% "
+                       "of the labelled pixels")))
+_drop_key = lambda v: (v.controls["model"], v.controls["image"], v.controls["drop"])
 register_panel(Panel(
-    "drop", _drop_figure, key=lambda v: (v.controls["model"], v.controls["image"], v.controls["drop"]), draw=_drop_draw,
-    title=lambda v: (f"What it predicts with {v.controls['drop']} dropped" if _dropped(v) is not None
-                     else "What it predicts with a class dropped", "drop branch: argmax h(conv(A'_drop)), Eq. 2-4"),
-    caption=_drop_caption))
+    "drop", _noted_image, key=_drop_key, draw=_drop_draw, caption=_drop_caption, block="top",
+    title=lambda v: (f"With {v.controls['drop']} dropped" if _dropped(v) is not None else "With a class dropped",
+                     "argmax h(conv(A'_drop)), Eq. 2-4")))
 register_panel(Panel(
-    "changed", _images(), key=lambda v: (v.controls["model"], v.controls["image"], v.controls["drop"]), draw=_changed_draw,
-    title=lambda v: ("The pixels the drop changed", "in the colour of their new class; unchanged pixels greyed"),
-    caption=_changed_caption))
+    "changed", _noted_image, key=_drop_key, draw=_changed_draw, caption=_changed_caption, block="top",
+    title=lambda v: ("Pixels the drop changed", "in the colour of their new class; the others greyed")))
 
 # %% ../nbs/34b_explorer_panels.ipynb #20140a09
+def _heat_figure(cmap: str, label: str, limits: tuple[float, float] = (0, 1)):
+    "build: a gray image with a heat map over it, a colour bar named `label` with `limits`, and a note."
+    def build(w: float, h: float, labels: LabelSet):
+        fig, (ax,) = _figure(w, h)
+        base, top = _overlay_axes(ax, cmap, label, limits)
+        return fig, (base, top, _note(ax))
+    return build
+
+
+def _draw_heat(artists, image: np.ndarray, heat: np.ndarray | None, note: str = ""):
+    "The (h, w) map stretched over the gray image, or the gray image and `note` when there is no map."
+    base, top, text = artists
+    gray = image.mean(-1) / 255.0  # (H, W)
+    _set_image(base, gray)
+    _set_image(top, heat if heat is not None else np.full((2, 2), np.nan), gray.shape)
+    text.set_text(note); text.set_visible(heat is None)
+
+
+def _probability_caption(v: View, which: str) -> str:
+    z, s = _chosen(v), v.state
+    if z is None: return "choose a class to drop"
+    if which == "after" and not v.has_drop: return "a baseline has no drop branch"
+    if s.region is None or not s.region.any(): return f"{_name(v, z)} is neither labelled nor predicted here"
+    p = (s.before_probs if which == "before" else s.after_probs)[z]
+    return f"mean {p:.2f} over the {int(s.region.sum())} pixels where <b>{_name(v, z)}</b> was"
+
+
+def _relative(v: View, what: str) -> np.ndarray:
+    "A heat map divided by the largest |value| over the models shown: 1 is the strongest in any of them."
+    return v.arrays[what] / max(v.limits.get(what, 0.0), 1e-12)
+
+
+def _plain_caption(v: View) -> str:
+    s = v.state
+    if not v.has_drop: return "the same as the model's output"
+    return (f"right on {100 * _accuracy(s.prediction, _gt(v), v.labels.ignore_index):.1f}% of the labelled pixels; "
+            f"differs from the output on {100 * float((s.prediction != s.output_prediction).mean()):.1f}%")
+
+
+_z = lambda v: v.controls["drop"] or "the dropped class"
+_inspected = lambda v: html.escape(v.controls["inspect"])
+register_panel(Panel(
+    "before", _heat_figure("viridis", "probability"), key=_drop_key, block="top",
+    draw=lambda a, fig, v: _draw_heat(a, v.arrays["image"], v.arrays["before_map"], "nothing dropped"),
+    title=lambda v: (f"Probability of {_z(v)}", "softmax of the output, class z"),
+    caption=lambda v: _probability_caption(v, "before")))
+register_panel(Panel(
+    "after", _heat_figure("viridis", "probability"), key=_drop_key, block="top",
+    draw=lambda a, fig, v: _draw_heat(a, v.arrays["image"], v.arrays["after_map"],
+                                      "no drop branch" if not v.has_drop else "nothing dropped"),
+    title=lambda v: ("... with it dropped", "softmax of the drop branch, class z dropped"),
+    caption=lambda v: _probability_caption(v, "after")))
+register_panel(Panel(
+    "plain", _images(), key=lambda v: (v.controls["model"], v.controls["image"]),
+    draw=lambda im, fig, v: _set_image(im, v.colors(v.state.prediction)), caption=_plain_caption,
+    title=lambda v: ("Classifier on plain features", "h(A): not used at inference by a DropClass model"
+                     if v.has_drop else "h(A): for a baseline, its output")))
+_inspect_key = lambda what: lambda v: (v.controls["model"], v.controls["image"], v.controls["inspect"], v.limits.get(what))
+register_panel(Panel(
+    "class_map", _heat_figure("RdBu_r", "relative", (-1, 1)), key=_inspect_key("class_map"),
+    draw=lambda a, fig, v: _draw_heat(a, v.arrays["image"], _relative(v, "class_map")),
+    title=lambda v: (f"Where {v.controls['inspect']} stands out", "A^c minus its mean over classes, Eq. 2"),
+    caption=lambda v: (f"red: features of <b>{_inspected(v)}</b> stronger than the average class's, blue: weaker "
+                       "(1: the largest in the models shown)")))
+register_panel(Panel(
+    "gradcam", _heat_figure("inferno", "relative"), key=_inspect_key("gradcam"),
+    draw=lambda a, fig, v: _draw_heat(a, v.arrays["image"], _relative(v, "gradcam")),
+    title=lambda v: (f"Where it looks for {v.controls['inspect']}", "Grad-CAM with Eq. 1's channel weights"),
+    caption=lambda v: (f"bright: where the evidence for <b>{_inspected(v)}</b> lies "
+                       "(1: the largest in the models shown)")))
+
+# %% ../nbs/34b_explorer_panels.ipynb #20140a0a
 def _bars_figure(w: float, h: float, labels: LabelSet):
     "Mean probability (0 to 1) over mean logit, a pair of bars per class: before the drop (blue) and after (orange)."
     C = labels.num_classes
-    fig, axes = _figure(6.6, 3.6, 2, ticks=True, sharex=True)
+    fig, axes = _figure(2 * w + 0.15, 2.9, 2, ticks=True, sharex=True)
     bars = []
-    for ax, what in zip(axes, ("mean probability", "mean logit")):
+    for ax, what in zip(axes, ("probability", "logit")):
         before = ax.bar(np.arange(C) - 0.2, np.zeros(C), 0.4, color="#4c72b0")
         after = ax.bar(np.arange(C) + 0.2, np.zeros(C), 0.4, color="#dd8452")
-        ax.axhline(0, color="k", lw=0.5); ax.set_ylabel(what, fontsize=7); ax.tick_params(labelsize=6)
+        ax.axhline(0, color="k", lw=0.5); ax.set_ylabel(what, fontsize=FONT); ax.tick_params(labelsize=FONT)
         bars.append((before, after))
     axes[0].set_ylim(0, 1)
-    axes[1].set_xticks(np.arange(C), labels.classes, rotation=90, fontsize=6)
+    axes[1].set_xticks(np.arange(C), labels.classes, rotation=90, fontsize=FONT)
     return fig, bars
 
 
@@ -231,77 +333,32 @@ def _bars_draw(bars, fig, v: View):
         for rect, h in zip(after, np.nan_to_num(p[a]) if after_shown else np.zeros_like(p[b])): rect.set_height(h)
         for rect in after: rect.set_visible(after_shown)
         if ax.get_legend(): ax.get_legend().remove()
-    lo, hi = v.logit_limits
+    lo, hi = v.limits["logits"]
     pad = 0.05 * (hi - lo or 1.0)
     fig.axes[1].set_ylim(min(lo, 0) - pad, max(hi, 0) + pad)
     before, after = bars[0]
     names = ["before: the model's output"] + ([f"after: drop branch, {st['drop']} dropped"] if after_shown else [])
-    fig.axes[0].legend([before] + ([after] if after_shown else []), names, fontsize=6, loc="upper right")
+    fig.axes[0].legend([before] + ([after] if after_shown else []), names, fontsize=FONT, loc="upper right")
     for c, label in enumerate(fig.axes[1].get_xticklabels()):
         label.set_color("#c00" if v.labels.classes[c] == st["drop"] and v.has_drop else "k")
         label.set_fontweight("bold" if v.labels.classes[c] == st["inspect"] else "normal")
 
 
 def _bars_caption(v: View) -> str:
-    z, s = _dropped(v), v.state
-    if not v.has_drop: return f"{html.escape(v.controls['model'])}: mean over the image of its output (no drop branch)"
-    if z is None: return "nothing dropped: the model's output, averaged over the whole image"
-    name, region = html.escape(v.labels.classes[z]), int(s.region.sum())
-    if not region: return f"{name} is neither in the ground truth nor predicted here: no pixels to average over"
-    return (f"means over the {region} pixels of <b>{name}</b> (ground truth or predicted before the drop): its probability "
-            f"{s.before_probs[z]:.2f} before, {s.after_probs[z]:.2f} after. Axes are fixed per model.")
+    z, s = _chosen(v), v.state
+    if z is None: return "nothing dropped: the model's output, averaged over the whole scene"
+    name, region = _name(v, z), int(s.region.sum())
+    if not region: return f"{name} is neither labelled nor predicted here: no pixels to average over"
+    if not v.has_drop:
+        return f"means of the output over the {region} pixels where <b>{name}</b> was (a baseline drops nothing)"
+    return (f"means over the {region} pixels where <b>{name}</b> was: its probability {s.before_probs[z]:.2f} "
+            f"before the drop, {s.after_probs[z]:.2f} after")
 
 
 register_panel(Panel(
     "bars", _bars_figure, draw=_bars_draw, caption=_bars_caption, wide=True,  # two grid columns: 19 bars need the width
-    key=lambda v: (v.controls["model"], v.controls["image"], v.controls["drop"], v.controls["inspect"], v.logit_limits),
-    title=lambda v: (f"Where {v.controls['drop']} was: each class's share before and after the drop" if _dropped(v) is not None
-                     else "Each class's mean probability and logit over the image",
-                     "means over the pixels of z in the ground truth or the output; red tick: dropped class, bold: inspected")))
-
-# %% ../nbs/34b_explorer_panels.ipynb #20140a0a
-def _heat_figure(cmap: str, label: str):
-    "build: a gray image with a heat map over it and a colour bar named `label`."
-    def build(w: float, h: float, labels: LabelSet):
-        fig, (ax,) = _figure(w, h * 0.95)
-        return fig, _overlay_axes(ax, cmap, label)
-    return build
-
-
-def _draw_heat(artists, image: np.ndarray, heat: np.ndarray, symmetric: bool):
-    "The (h1, w1) map stretched over the gray image, with colour limits from its own range."
-    base, top = artists
-    gray = image.mean(-1) / 255.0  # (H, W)
-    _set_image(base, gray); _set_image(top, heat, gray.shape)
-    m = max(float(np.abs(heat).max()), 1e-6)
-    top.set_clim(-m if symmetric else 0, m)
-
-
-def _plain_caption(v: View) -> str:
-    s = v.state
-    if not v.has_drop: return "the same as the model's output"
-    return (f"pixel accuracy {100 * _accuracy(s.prediction, _gt(v), v.labels.ignore_index):.1f}%; differs from the model's "
-            f"output on {100 * float((s.prediction != s.output_prediction).mean()):.1f}% of the pixels")
-
-
-_inspected = lambda v: html.escape(v.controls["inspect"])
-register_panel(Panel(
-    "plain", _images(), key=lambda v: (v.controls["model"], v.controls["image"]),
-    draw=lambda im, fig, v: _set_image(im, v.colors(v.state.prediction)), caption=_plain_caption,
-    title=lambda v: ("h(A): the classifier on the plain features", "not used at inference by a DropClass model"
-                     if v.has_drop else "for a baseline this is its output")))
-register_panel(Panel(
-    "class_map", _heat_figure("RdBu_r", "vs. the mean class"),
-    key=lambda v: (v.controls["model"], v.controls["image"], v.controls["inspect"]),
-    draw=lambda artists, fig, v: _draw_heat(artists, v.arrays["image"], v.arrays["class_map"], True),
-    title=lambda v: (f"Where {v.controls['inspect']}'s features stand out",
-                     "A^c minus its mean over classes, summed over channels (Eq. 2)"),
-    caption=lambda v: (f"red: where the features of <b>{_inspected(v)}</b> are stronger than the average class's, blue: "
-                       f"weaker (largest difference {float(np.abs(v.arrays['class_map']).max()):.3g})")))
-register_panel(Panel(
-    "gradcam", _heat_figure("inferno", "Grad-CAM"),
-    key=lambda v: (v.controls["model"], v.controls["image"], v.controls["inspect"]),
-    draw=lambda artists, fig, v: _draw_heat(artists, v.arrays["image"], v.state.gradcam, False),
-    title=lambda v: (f"Where the model looks for {v.controls['inspect']}", "Grad-CAM with Eq. 1's channel weights"),
-    caption=lambda v: (f"bright: where the evidence for <b>{_inspected(v)}</b> lies (largest value "
-                       f"{v.state.gradcam.max():.3g})")))
+    key=lambda v: (v.controls["model"], v.controls["image"], v.controls["drop"], v.controls["inspect"], v.limits["logits"]),
+    title=lambda v: (f"Each class where {v.controls['drop']} was, before and after" if _chosen(v) is not None
+                     else "Each class's mean probability and logit over the scene",
+                     "mean softmax and logits over the pixels of z; red: dropped, bold: inspected; axes shared"
+                     if v.has_drop else "mean softmax and logits of h(A); bold: the inspected class; axes shared")))

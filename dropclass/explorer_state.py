@@ -40,6 +40,8 @@ class ExploreState(NamedTuple):
     # (C,) mean logits of the drop branch with `dropped` dropped over `region` (NaN if it is empty)
     after_logits: np.ndarray
     after_probs: np.ndarray  # (C,)
+    before_map: np.ndarray | None  # (H, W) float32, the output's probability of `dropped` at each pixel (None: nothing dropped)
+    after_map: np.ndarray | None  # (H, W) float32, the drop branch's probability of `dropped` with it dropped
     # share of the pixels the output predicts as `dropped` that the drop branch still does
     still_predicted: float | None
     logit_range: tuple[float, float]  # smallest and largest logit of the output over the image
@@ -121,13 +123,16 @@ def explore_state(
         region = predicted | (mask.cpu() == z) if mask is not None else predicted
         if predicted.any(): still = float((drop_pred[predicted] == z).float().mean())
     before, after = _means(out, region), _means(drop, region)
+    # the drop seen pixel by pixel: how sure the model is of z before the drop, and after it
+    before_map = None if z is None else out.softmax(1)[0, z].numpy()
+    after_map = None if z is None else drop.softmax(1)[0, z].numpy()
     (plain_logits, plain_probs), (kept_logits, kept_probs), (drop_logits, drop_probs) = map(_means, (plain, kept, drop))
     return ExploreState(
         output_prediction=out_pred.numpy(), drop_prediction=drop_pred.numpy(), prediction=plain.argmax(1)[0].numpy(),
         kept_prediction=kept.argmax(1)[0].numpy(), output=output, plain_logits=plain_logits, plain_probs=plain_probs,
         kept_logits=kept_logits, kept_probs=kept_probs, drop_logits=drop_logits, drop_probs=drop_probs,
         region=None if region is None else region.numpy(), before_logits=before[0], before_probs=before[1],
-        after_logits=after[0], after_probs=after[1], still_predicted=still,
+        after_logits=after[0], after_probs=after[1], before_map=before_map, after_map=after_map, still_predicted=still,
         logit_range=(float(out.min()), float(out.max())), class_map=sums[c].numpy(),
         class_map_relative=(sums[c] - sums.mean(0)).numpy(), gradcam=cpu(cam).numpy(), dropped=z, inspected=c)
 

@@ -18,11 +18,13 @@ from .data.labels import CITYSCAPES, LabelSet, colorize
 __all__ = ['DISPLAY_COLORS', 'display_labels', 'label_legend', 'present_classes', 'show_labels']
 
 # %% ../nbs/17_plotting.ipynb #a17b0005
-DISPLAY_COLORS = {"cityscapes": {"rider": (0, 255, 255)}}  # label set -> class -> colour that replaces the official one
+# label set -> class -> colour that replaces the official one: rider is not a second red next to person, and motorcycle
+# (officially (0, 0, 230)) not a second dark blue next to car (0, 0, 142)
+DISPLAY_COLORS = {"cityscapes": {"rider": (0, 255, 255), "motorcycle": (0, 255, 90)}}
 
 
 def display_labels(labels: LabelSet) -> LabelSet:
-    "The label set with its display palette (Cityscapes: rider in cyan instead of a second red next to person)."
+    "The label set with its display palette (Cityscapes: rider in cyan, not a second red next to person; motorcycle in green)."
     changes = DISPLAY_COLORS.get(labels.name, {})
     if not changes: return labels
     palette = tuple(changes.get(c, rgb) for c, rgb in zip(labels.classes, labels.palette))

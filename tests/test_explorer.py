@@ -196,8 +196,10 @@ def explorer(runs, data):
 
 def test_widget_state_and_panels(explorer, data):
     ex = explorer
-    # it opens on the DropClass model
-    assert ex.state == {"image": 0, "drop": None, "inspect": "car", "model": "DropClass"}
+    # it opens on the DropClass model, the baseline beside it, and inspects a class of the first scene
+    gt0 = [c for c in np.unique(data[0][1].numpy()).tolist() if c < 19]
+    inspect = "car" if CITYSCAPES.index("car") in gt0 else CITYSCAPES.classes[min(gt0)]
+    assert ex.state == {"image": 0, "drop": None, "inspect": inspect, "model": "DropClass", "compare": "baseline"}
     assert ex.error is None and ex.panels["changed"] is None and ex.panels["after_probs"] is None
     assert all(v.value.startswith("<img") for v in ex.views.values())  # every panel drawn
     # the output is the drop branch, nothing dropped
@@ -214,31 +216,38 @@ def test_widget_state_and_panels(explorer, data):
     np.testing.assert_array_equal(ex.panels["changed"], ex.result.drop_prediction != ex.result.output_prediction)
     assert ex.panels["changed"].any()
     changed = {p for p in before if ex.views[p].value != before[p]}
-    assert {"drop", "changed", "bars"} <= changed and not changed & {"scene", "output", "plain", "class_map", "gradcam"}
-    assert f"{CITYSCAPES.classes[z]} dropped:" in ex.readout.value and "% of the" in ex.readout.value
+    assert {"drop", "changed", "bars", "before", "after"} <= changed
+    assert not changed & {"image", "ground_truth", "output", "plain", "class_map", "gradcam"}
+    np.testing.assert_allclose(ex.panels["before_map"].mean(), ex.result.before_map.mean())  # the probability maps of z
+    assert f"{CITYSCAPES.classes[z]} dropped;" in ex.readout.value and "% of the" in ex.readout.value
     ex.set(image=3, drop="rider", inspect="person")
-    assert ex.state == {"image": 3, "drop": "rider", "inspect": "person", "model": "DropClass"}
+    assert ex.state == {"image": 3, "drop": "rider", "inspect": "person", "model": "DropClass", "compare": "baseline"}
     np.testing.assert_array_equal(ex.panels["ground_truth"], data[3][1].numpy())
     expected = explore_state(ex.models["DropClass"][0], data[3][0], "rider", "person", CITYSCAPES, mask=data[3][1])
     np.testing.assert_array_equal(ex.panels["class_map"], expected.class_map_relative)
     np.testing.assert_array_equal(ex.panels["after_probs"], expected.after_probs)
-    assert "image 4 of 6" in ex.captions["scene"].value  # numbered from 1 in the page
+    assert "scene 4 of 6" in ex.captions["image"].value  # numbered from 1 in the page
     ex.set(drop=None)
-    assert ex.state["drop"] is None and ex.result.dropped is None and "nothing dropped" in ex.captions["drop"].value
+    assert ex.state["drop"] is None and ex.result.dropped is None and "choose a class to drop" in ex.captions["drop"].value
 
 
-def test_legend_alt_text_tooltips_and_marked_drop_list(explorer, data):
+def test_legend_alt_text_tooltips_and_marked_lists(explorer, data):
     ex = explorer.set(image=1, drop=None)
-    gt, out = data[1][1].numpy(), ex.result.output_prediction
-    present = {CITYSCAPES.classes[c] for c in set(np.unique(gt).tolist()) | set(np.unique(out).tolist()) if c < 19}
-    listed = {label.removesuffix(" (in scene)") for label, _ in ex.drop_control.options if label.endswith("(in scene)")}
-    assert listed == present
-    for name in present: assert f"</span>{name} <small>" in ex.legend.value
-    absent = set(CITYSCAPES.classes) - present
-    for name in absent: assert f"</span>{name} <small>" not in ex.legend.value
-    assert all('alt="' in v.value and 'alt=""' not in v.value for v in ex.views.values())
-    assert ex.model_control.tooltips and None not in ex.model_control.tooltips
-    assert all(w.tooltip for w in (ex.image_control, ex.drop_control, ex.inspect_control))
+    ids = lambda a: {c for c in np.unique(a).tolist() if c < 19}
+    gt = ids(data[1][1].numpy())
+    predicted = set().union(*(ids(s.output_prediction) for s in ex.results.values())) - gt  # by either model shown
+    assert len(ex.results) == 2 and predicted
+    for control in (ex.drop_control, ex.inspect_control):  # both lists mark the two kinds apart
+        marked = dict(control.options)
+        assert {n for n, v in marked.items() if n.endswith(" · in ground truth")} == {f"{CITYSCAPES.classes[c]} · in ground truth" for c in gt}
+        assert {v for n, v in marked.items() if n.endswith(" · predicted only")} == {CITYSCAPES.classes[c] for c in predicted}
+    for c in gt: assert f"</span>{CITYSCAPES.classes[c]}</span>" in ex.legend.value
+    for c in predicted: assert f"</span><i>{CITYSCAPES.classes[c]}</i></span>" in ex.legend.value
+    for c in set(range(19)) - gt - predicted: assert f">{CITYSCAPES.classes[c]}<" not in ex.legend.value.replace("<i>", "")
+    assert all('alt="' in v.value and 'alt=""' not in v.value for row in ex.rows for v in row.views.values())
+    controls = (ex.image_control, ex.previous_button, ex.next_button, ex.model_control, ex.compare_control, ex.drop_control,
+                ex.inspect_control, ex.find_control, ex.find_button)
+    assert all(w.tooltip for w in controls) and all(w.description for w in controls)  # the label is the accessible name
 
 
 def test_bars_keep_their_axes_per_model(explorer):
@@ -270,7 +279,7 @@ def test_changes_from_the_page_skip_stale_states(explorer):
         await asyncio.sleep(ex.settle + 0.5)
 
     asyncio.run(press_keys())
-    assert ex.updates == drawn + 1 and ex.state["image"] == 1 and "image 2 of 6" in ex.captions["scene"].value
+    assert ex.updates == drawn + 1 and ex.state["image"] == 1 and "scene 2 of 6" in ex.captions["image"].value
 
 
 def test_controls_update_like_clicks(explorer):
@@ -307,7 +316,7 @@ def test_pixel_accuracy_leaves_out_the_label_sets_ignore_index(dc, data):
     # each on what it shows
     for panel, pred in (("output", ex.result.output_prediction), ("plain", ex.result.prediction)):
         expected = (pred[gt != 250] == gt[gt != 250]).mean()
-        assert f"pixel accuracy {100 * expected:.1f}%" in ex.captions[panel].value
+        assert f"right on {100 * expected:.1f}% of the labelled pixels" in ex.captions[panel].value
 
 
 def test_update_errors_go_to_the_output(dc, data):
@@ -319,11 +328,11 @@ def test_update_errors_go_to_the_output(dc, data):
             return data[i]
 
     ex = ClassDropExplorer({"DropClass": dc}, Broken())
-    shown, png = ex.panels, ex.views["scene"].value
+    shown, png = ex.panels, ex.views["image"].value
     ex.image_control.value = 3  # scene 2, from the page (numbered from 1): no exception escapes the callback
     assert "scene 2 cannot be read" in ex.error
     assert len(ex.log.outputs) == 1 and "scene 2 cannot be read" in ex.log.outputs[0]["text"]
-    assert ex.panels is shown and ex.views["scene"].value == png
+    assert ex.panels is shown and ex.views["image"].value == png
     ex.set(image=1)
     assert ex.error is None and ex.log.outputs == ()
 
@@ -334,7 +343,7 @@ def test_images_of_different_sizes(dc, data):
     ex = ClassDropExplorer({"DropClass": dc}, scenes, labels=CITYSCAPES)
     ex.set(image=1, drop="road")
     assert ex.error is None and ex.panels["image"].shape == (48, 80, 3) and ex.result.drop_prediction.shape == (48, 80)
-    assert ex.artists["scene"][0].get_extent() == [-0.5, 79.5, 47.5, -0.5]
+    assert ex.artists["image"].get_extent() == [-0.5, 79.5, 47.5, -0.5]
 
 
 def test_models_must_match_the_labels(dc):
@@ -538,7 +547,7 @@ from dropclass.explorer import ClassDropExplorer
 ex = ClassDropExplorer.from_checkpoints({{"baseline": {str(runs["baseline"])!r}, "DropClass": {str(runs["dropclass"])!r}}}, length=4)
 ex.set(image=1, drop="road", inspect="car")
 print(json.dumps({{"state": ex.state, "model": ex.state["model"], "changed": int(ex.panels["changed"].sum()),
-                  "shape": list(ex.panels["output"].shape), "error": ex.error, "readout": "road dropped:" in ex.readout.value}}))
+                  "shape": list(ex.panels["output"].shape), "error": ex.error, "readout": "road dropped;" in ex.readout.value}}))
 ex"""
     keys = """
 drawn = ex.updates
@@ -548,7 +557,7 @@ for i in (2, 3, 4):
     after = """
 import asyncio
 await asyncio.sleep(ex.settle + 1.0)
-print(json.dumps({"extra_updates": ex.updates - drawn, "image": ex.state["image"], "caption": ex.captions["scene"].value}))"""
+print(json.dumps({"extra_updates": ex.updates - drawn, "image": ex.state["image"], "caption": ex.captions["image"].value}))"""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (code, keys, after)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     env_path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -561,11 +570,11 @@ print(json.dumps({"extra_updates": ex.updates - drawn, "image": ex.state["image"
     outputs = nb.cells[0].outputs
     import json
     printed = json.loads(next(o for o in outputs if o.output_type == "stream").text.strip().splitlines()[-1])
-    assert printed["state"] == {"image": 1, "drop": "road", "inspect": "car", "model": "DropClass"}
+    assert printed["state"] == {"image": 1, "drop": "road", "inspect": "car", "model": "DropClass", "compare": "baseline"}
     assert printed["error"] is None and printed["readout"] and printed["shape"] == [64, 128]
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs), "no widget was displayed"
     skipped = json.loads(nb.cells[2].outputs[0].text)
-    assert skipped["extra_updates"] == 1 and skipped["image"] == 3 and "image 4 of 4" in skipped["caption"], skipped
+    assert skipped["extra_updates"] == 1 and skipped["image"] == 3 and "scene 4 of 4" in skipped["caption"], skipped
 
 
 def _artifacts() -> Path:
@@ -583,9 +592,29 @@ _NO_OVERFLOW = """() => {
 }"""
 
 
+_GEOMETRY = """() => [...document.querySelectorAll(
+    '.dropclass-explorer .dropclass-cell, .dropclass-explorer img, .dropclass-readout, .dropclass-legend, ' +
+    '.dropclass-status, .dropclass-explorer select, .dropclass-explorer input, .dropclass-explorer button')]
+  .filter(e => e.offsetParent !== null).map(e => { const r = e.getBoundingClientRect();
+    return [e.className || e.tagName, r.x, r.y, r.width, r.height]; })"""
+
+
+def _kernels_of(proc: subprocess.Popen) -> list[int]:
+    "The kernel processes the server `proc` started (Linux: /proc)."
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == proc.pid and b"ipykernel" in (stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError): pass  # the process ended meanwhile
+    return found
+
+
 @pytest.mark.skipif(_browser_ready() is not None, reason=str(_browser_ready()))
 def test_explore_in_a_browser(runs, tmp_path):
-    "Serve the explorer, open it in headless Chromium at two screen sizes, drop a class the model predicts, read the page."
+    """Serve the explorer and use it in headless Chromium at 1280x800 by the controls' accessible names: both models
+    side by side, a class dropped, the busy cue, nothing moving, the first rows above the fold, the page's kernel ended
+    when it closes, and the banner beside the title when the server stops."""
     from playwright.sync_api import sync_playwright
 
     # the class predicted in the first scene whose drop changes the DropClass model's output most, found without a browser
@@ -595,7 +624,6 @@ def test_explore_in_a_browser(runs, tmp_path):
     changes = {z: int((explore_state(model, image, z, 0).drop_prediction != out).sum()) for z in np.unique(out).tolist()}
     z = CITYSCAPES.classes[max(changes, key=changes.get)]
     assert max(changes.values()) > 0
-    present = {CITYSCAPES.classes[c] for c in set(np.unique(mask.numpy()).tolist()) | set(np.unique(out).tolist()) if c < 19}
 
     port, requests = free_port(), []
     proc, log = _start_explore(tmp_path, port, "--baseline", str(runs["baseline"]), "--dropclass", str(runs["dropclass"]), "--length", "4")
@@ -605,28 +633,53 @@ def test_explore_in_a_browser(runs, tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_FLAGS)
             try:
-                page = browser.new_page(viewport={"width": 1920, "height": 1080}, device_scale_factor=1)
+                page = browser.new_page(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
                 page.on("request", lambda r: requests.append(r.url))
                 page.goto(f"http://localhost:{port}/", timeout=ms(120))
-                drop = page.locator(".dropclass-drop select")
-                # the kernel ran the app notebook and the widgets rendered
-                drop.wait_for(state="visible", timeout=ms(240))
+                drop = page.get_by_role("combobox", name="drop class", exact=True)
+                drop.wait_for(state="visible", timeout=ms(240))  # the kernel ran the app notebook and the widgets rendered
                 assert page.title() == "DropClass explorer"
-                # opens on DropClass
-                page.locator(".dropclass-readout").get_by_text("Nothing dropped").wait_for(timeout=ms(60))
-                changed = page.locator("img.dropclass-changed-panel")
-                src = changed.get_attribute("src")
-                drop.select_option(label=f"{z} (in scene)")  # the drop list marks the classes of the scene
-                page.wait_for_function("old => document.querySelector('img.dropclass-changed-panel').src !== old", arg=src,
-                                       timeout=ms(60))  # each update sends a new <img>
-                caption = page.locator(".dropclass-changed-caption").inner_text()
-                assert re.search(r"^[1-9]\d* pixels", caption.strip()), f"the changed-pixel map is empty: {caption!r}"
+                page.locator(".dropclass-readout").get_by_text("nothing dropped").first.wait_for(timeout=ms(60))
+                # every control by its accessible name
+                for role, name in (("spinbutton", "scene"), ("button", "previous scene"), ("button", "next scene"),
+                                   ("combobox", "model"), ("combobox", "beside it"), ("combobox", "inspect class"),
+                                   ("combobox", "find class"), ("button", "next scene with it")):
+                    assert page.get_by_role(role, name=name, exact=True).count() == 1, (role, name)
+                # side by side: the DropClass model, the baseline beside it
+                assert page.get_by_role("combobox", name="model", exact=True).evaluate("e => e.value") == "DropClass"
+                assert page.get_by_role("combobox", name="beside it", exact=True).evaluate("e => e.value") == "baseline"
+                rows = page.locator(".dropclass-rowlabel").all_inner_texts()
+                assert [r.strip() for r in rows] == ["DropClass", "baseline", "DropClass", "baseline"], rows
+                page.wait_for_timeout(500)
+                before = page.evaluate(_GEOMETRY)
+                label = next(t for t in drop.evaluate("e => [...e.options].map(o => o.text)")
+                             if t.replace("\xa0", " ").split(" · ")[0] == z)
+                drop.select_option(label=label)
+                page.locator(".dropclass-busy").wait_for(state="attached", timeout=ms(10))  # the busy cue shows at once
+                assert page.locator(".dropclass-grid.dropclass-stale").count() == 1  # and the panels are dimmed
+                page.locator(".dropclass-busy").wait_for(state="detached", timeout=ms(120))  # and clears once drawn
+                assert page.locator(".dropclass-grid.dropclass-stale").count() == 0
+                page.wait_for_timeout(500)
+                after = page.evaluate(_GEOMETRY)
+                assert len(before) == len(after)
+                moved = [(a[0], [round(v) for v in a[1:]], [round(v) for v in b[1:]]) for a, b in zip(before, after)
+                         if max(abs(x - y) for x, y in zip(a[1:], b[1:])) > 2]
+                assert not moved, f"moved by more than 2 px when {z} was dropped: {moved[:4]}"
+                captions = page.locator(".dropclass-changed-caption").all_inner_texts()
+                assert re.search(r"^[1-9]\d* pixels", captions[0].strip()), f"the changed-pixel map is empty: {captions}"
+                assert "no drop branch" in captions[1], captions
                 readout = page.locator(".dropclass-still-predicted").inner_text()
-                assert f"{z} dropped:" in readout and "% of the" in readout, readout
-                legend = page.locator(".dropclass-legend").inner_text()
-                listed = set(re.findall(r"([a-z][a-z ]*?) \((?:ground truth|predicted)", legend))
-                assert present <= {name.strip() for name in listed}, (present, legend)
-                nulls = page.evaluate("() => [...document.querySelectorAll('[title=null]')].map(e => e.tagName + '.' + e.className)")
+                assert f"DropClass: {z} dropped;" in readout and "% of the" in readout and "baseline: no drop branch" in readout
+                # above the fold at 1280x800: both models' predictions, drops and changed pixels, and the readout
+                fold = page.evaluate("() => [...document.querySelectorAll('.dropclass-output-cell, .dropclass-drop-cell, "
+                                     ".dropclass-changed-cell, .dropclass-readout')].map(e => e.getBoundingClientRect().bottom)")
+                assert len(fold) == 7 and max(fold) <= 800, fold
+                # the figures are shown at about their own size, so that their 9-pt text is at least 9 pt on screen
+                ppi = page.evaluate("""() => [...document.querySelectorAll('.dropclass-explorer img')].map(
+                    i => i.getBoundingClientRect().width / (i.naturalWidth / 200))""")
+                assert min(ppi) >= 96, ppi
+                page.screenshot(path=str(_artifacts() / "explorer_1280x800.png"))
+                nulls = page.evaluate("() => [...document.querySelectorAll('[title=null]')].map(e => e.tagName + '.' + e.className + ':' + e.textContent)")
                 assert not nulls, f"elements with a 'null' tooltip: {nulls[:5]}"
                 assert all(img.get_attribute("alt") for img in page.locator(".dropclass-explorer img").all())
                 assert page.locator(".dropclass-log").inner_text().strip() == "", "the explorer reported an error"
@@ -634,17 +687,27 @@ def test_explore_in_a_browser(runs, tmp_path):
                     page.set_viewport_size({"width": width, "height": height})
                     page.wait_for_timeout(500)
                     fit = page.evaluate(_NO_OVERFLOW)
-                    page.screenshot(path=str(_artifacts() / f"explorer_{width}x{height}.png"))  # what the screen shows
+                    page.screenshot(path=str(_artifacts() / f"explorer_{width}x{height}.png"))
                     assert fit["scroll"] <= fit["width"] and not fit["wide"], f"at {width}x{height}: {fit}"
-                    bottom = page.evaluate("() => document.querySelector('.dropclass-explorer').getBoundingClientRect().bottom")
-                    # Voila scrolls inside the page
-                    page.set_viewport_size({"width": width, "height": int(bottom) + 40})
-                    page.wait_for_timeout(300)
-                    page.screenshot(path=str(_artifacts() / f"explorer_{width}_whole.png"))
                 outside = [u for u in requests if not u.startswith(("http://localhost", "data:", "blob:", "ws://localhost"))]
                 assert not outside, f"the page fetched from the internet: {outside[:3]}"
-                _stop(proc)  # the server goes away: the page must say so
-                page.get_by_text("Disconnected: the explorer's server has stopped").wait_for(timeout=ms(20))
+                # closing the page ends its kernel
+                assert len(_kernels_of(proc)) == 1
+                page.close(run_before_unload=True)
+                for _ in range(int(scaled(40))):
+                    if not _kernels_of(proc): break
+                    time.sleep(0.5)
+                assert not _kernels_of(proc), "the closed page's kernel runs on"
+                # the server stops: a new page says so beside its title, over nothing
+                page = browser.new_page(viewport={"width": 1280, "height": 800}, device_scale_factor=1)
+                page.goto(f"http://localhost:{port}/", timeout=ms(120))
+                page.get_by_role("combobox", name="drop class", exact=True).wait_for(state="visible", timeout=ms(240))
+                _stop(proc)
+                banner = page.get_by_text("Disconnected: the server has stopped")
+                banner.wait_for(timeout=ms(20))
+                box, title = banner.bounding_box(), page.locator("h3").first.bounding_box()
+                top = page.evaluate("() => document.querySelector('.dropclass-explorer').getBoundingClientRect().top")
+                assert box["y"] + box["height"] <= top and box["x"] >= title["x"], (box, title, top)
                 page.screenshot(path=str(_artifacts() / "explorer_disconnected.png"))
             finally:
                 browser.close()
@@ -657,7 +720,8 @@ def test_explore_in_a_browser(runs, tmp_path):
 def test_a_panel_is_one_registry_entry(runs, data):
     "Every panel comes from PANELS; a registered entry is built, drawn, titled and captioned with no other change."
     from dropclass.explorer_panels import PANELS, Panel, register_panel
-    assert list(PANELS) == ["scene", "output", "drop", "changed", "bars", "plain", "class_map", "gradcam"]
+    assert list(PANELS) == ["image", "ground_truth", "output", "drop", "changed", "before", "after", "plain", "class_map",
+                            "gradcam", "bars"]
     drawn = []
     def build(w, h, labels):
         from dropclass.explorer_panels import _figure
@@ -673,7 +737,99 @@ def test_a_panel_is_one_registry_entry(runs, data):
         ex.set(inspect="person")  # its key does not change: not drawn again
         ex.set(image=2)
         assert drawn == [(0, None), (2, None)] and "image 2" in ex.captions["probe"].value
-        assert 'alt="A probe panel (image 3, model DropClass)"' in ex.views["probe"].value
+        assert 'alt="A probe panel (scene 3, model DropClass)"' in ex.views["probe"].value
+        assert ex.rows[0].cells["probe"] in ex.grid.children  # in the rows under the top ones (its block is "more")
     finally:
         del PANELS["probe"]
     with pytest.raises(TypeError, match="takes a Panel"): register_panel("probe")
+
+
+# ----------------------------------------------------------------------------------------- side by side, cues, finding
+def test_two_models_side_by_side_share_scene_drop_and_axes(explorer, data):
+    ex = explorer.set(image=2, drop="road", inspect="car")
+    assert list(ex.results) == ["DropClass", "baseline"] and ex.state["compare"] == "baseline"
+    for name, s in ex.results.items():  # each row is its own model's state for the same controls
+        expected = explore_state(ex.models[name][0], data[2][0], "road", "car", CITYSCAPES, mask=data[2][1])
+        np.testing.assert_array_equal(s.output_prediction, expected.output_prediction)
+        np.testing.assert_allclose(s.before_map, expected.before_map)
+    top, below = (r.figures["bars"].axes[1].get_ylim() for r in ex.rows)
+    assert top == below  # one logit axis for both models
+    for what in ("class_map", "gradcam"):  # heat maps on one scale: 1 is the largest |value| of either model
+        shown = [np.abs(r.artists[what][1].get_array()).max() for r in ex.rows]
+        assert max(shown) == pytest.approx(1.0) and all(v <= 1.0 + 1e-6 for v in shown)
+    assert ex.rows[1].artists["after"][2].get_visible() and "no drop branch" in ex.rows[1].captions["drop"].value
+    labels = [w.value for w in ex.grid.children if "dropclass-rowlabel-cell" in w._dom_classes]
+    assert [re.sub("<[^>]+>", "", v) for v in labels] == ["DropClass", "baseline", "DropClass", "baseline"]
+    ex.set(model="baseline")  # the first row's model was the one beside it: they trade places
+    assert ex.state["model"] == "baseline" and ex.state["compare"] == "DropClass" and list(ex.results) == ["baseline", "DropClass"]
+    ex.set(compare=None)  # one model: the second row leaves the grid
+    assert ex.state["compare"] is None and list(ex.results) == ["baseline"]
+    assert not set(map(id, ex.rows[1].cells.values())) & set(map(id, ex.grid.children))
+    assert ex.drop_control.disabled and "no model shown has a drop branch" in ex.drop_control.tooltip
+    assert "n/a" in ex.status.value and "no drop branch" in ex.readout.value
+    ex.set(model="DropClass", compare="baseline")
+    assert not ex.drop_control.disabled
+
+
+def test_a_change_shows_the_busy_cue_until_it_is_drawn(explorer):
+    ex = explorer.set(image=0, drop=None, compare="baseline")
+    stale, status = [], []
+    ex.grid.observe(lambda c: stale.append("dropclass-stale" in c.new), "_dom_classes")
+    ex.status.observe(lambda c: status.append(c.new), "value")
+    ex.drop_control.value = "road"  # as a choice in the page
+    assert stale[0] and not stale[-1], stale  # dimmed from the change until the draw
+    assert "computing" in status[0] and "computing" not in status[-1] and "dropped: <b>road</b>" in status[-1]
+    assert "dropclass-busy" not in ex.status._dom_classes and ex.seconds > 0
+
+
+def test_next_scene_with_a_class_and_rare_classes_first(explorer, data):
+    ex = explorer.set(image=0)
+    gt = [{c for c in np.unique(data[i][1].numpy()).tolist() if c < 19} for i in range(len(data))]
+    counts = {c: sum(c in s for s in gt) for c in range(19)}
+    listed = [v for _, v in ex.find_control.options]
+    assert sorted(listed, key=lambda n: (counts[CITYSCAPES.index(n)] == 0, counts[CITYSCAPES.index(n)])) == listed
+    assert ex.find_control.value == listed[0] and counts[CITYSCAPES.index(listed[0])] > 0
+    c = next(c for c in range(19) if 0 < counts[c] < len(data))  # in some scenes, not all
+    here = 0
+    for _ in range(counts[c] + 1):
+        found = ex.next_scene_with(CITYSCAPES.classes[c])
+        expected = next(i % len(data) for i in range(here + 1, here + 1 + len(data)) if c in gt[i % len(data)])
+        assert found == expected and ex.state["image"] == expected and c in gt[found]
+        here = found
+    absent = [c for c in range(19) if counts[c] == 0]
+    if absent:
+        assert ex.next_scene_with(absent[0]) is None and "no scene has" in ex.status.value and ex.state["image"] == here
+
+
+def test_inspected_class_defaults_to_one_in_the_scene(dc, data):
+    for i in range(len(data)):
+        ex = ClassDropExplorer({"DropClass": dc}, data, image=i)
+        assert CITYSCAPES.index(ex.state["inspect"]) in set(np.unique(data[i][1].numpy()).tolist())
+
+
+def test_figure_text_is_at_least_9_pt(explorer):
+    from matplotlib.text import Text
+    from dropclass.explorer_panels import FONT
+    ex = explorer.set(image=1, drop="road", inspect="car")
+    small = [(p, t.get_text(), t.get_fontsize()) for row in ex.rows for p, fig in row.figures.items()
+             for t in fig.findobj(Text) if t.get_text().strip() and t.get_fontsize() < FONT]
+    assert FONT >= 9 and not small, small[:5]
+
+
+def test_the_readout_says_when_the_drop_has_not_bitten(explorer):
+    from dropclass.explorer import HIGH_SHARE
+    ex = explorer
+    for z in [CITYSCAPES.classes[c] for c in np.unique(ex.set(drop=None).result.output_prediction).tolist()]:
+        s = ex.set(drop=z).results["DropClass"]
+        high = s.still_predicted is not None and s.still_predicted > HIGH_SHARE
+        assert ("has not bitten" in ex.readout.value) == high
+        if high: assert "bite-group" in ex.readout.value
+
+
+def test_the_display_palette_tells_car_from_motorcycle():
+    from dropclass.plotting import display_labels
+    shown = display_labels(CITYSCAPES)
+    distance = lambda a, b: float(np.linalg.norm(np.subtract(shown.palette[CITYSCAPES.index(a)], shown.palette[CITYSCAPES.index(b)], dtype=float)))
+    assert distance("car", "motorcycle") > 150 and distance("person", "rider") > 150
+    others = [n for n in CITYSCAPES.classes if n != "motorcycle"]
+    assert min(distance("motorcycle", n) for n in others) > 100
