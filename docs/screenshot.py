@@ -1,7 +1,9 @@
-"""The README's explorer screenshots: `dropclass explore` on given checkpoints, one class dropped in the first scene, a
-screenshot per model, side by side in one PNG. Needs Voila, Playwright and Debian's chromium.
+"""The README's explorer screenshots: `dropclass explore` on given checkpoints at 1280x800, two models side by side
+(the DropClass model and the baseline, or with --bite the two DropClass models), one class dropped in a chosen scene.
+Needs Voila, Playwright and Debian's chromium.
 
-    python docs/screenshot.py --baseline B.pt --dropclass D.pt --bite E.pt --drop car --out docs/images/explorer_bite.png
+    python docs/screenshot.py --baseline B.pt --dropclass D.pt --drop vegetation --inspect vegetation --scene 2 \
+        --out docs/images/explorer.png
 """
 from __future__ import annotations
 
@@ -31,19 +33,19 @@ def main(argv=None) -> int:
     p.add_argument("--dropclass", required=True)
     p.add_argument("--bite", default=None)
     p.add_argument("--drop", default="car", help="the class to drop (default car)")
-    p.add_argument("--size", default="1500x1000", help="browser window, WxH")
+    p.add_argument("--inspect", default=None, help="the class to inspect (default: the page's)")
+    p.add_argument("--scene", type=int, default=1, help="the scene, numbered from 1 as in the page (default 1)")
+    p.add_argument("--size", default="1280x800", help="browser window, WxH")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    from PIL import Image
     from playwright.sync_api import sync_playwright
     from dropclass.app import BITE_NAME
 
     port, log = _free_port(), Path(tempfile.mkdtemp()) / "explore.log"
     cmd = [sys.executable, "-m", "dropclass.cli", "explore", "--baseline", args.baseline, "--dropclass", args.dropclass,
-           "--port", str(port), "--no-browser", "--length", "4"]
+           "--port", str(port), "--no-browser", "--length", str(max(4, args.scene))]
     if args.bite: cmd += ["--bite", args.bite]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    shots = []
     try:
         deadline = time.monotonic() + 300
         while f"localhost:{port}" not in log.read_text():
@@ -58,40 +60,36 @@ def main(argv=None) -> int:
                     page.goto(f"http://localhost:{port}/", timeout=60_000)
                     break
                 except Exception: time.sleep(1)
-            drop = page.locator(".dropclass-drop select")
+            drop = page.get_by_role("combobox", name="drop class", exact=True)
             drop.wait_for(state="visible", timeout=300_000)
-            changed = lambda: page.locator("img.dropclass-changed-panel").get_attribute("src")
 
-            def after(action):
-                old = changed()
+            def drawn(action):
+                "Do `action` in the page and wait until the panels show it: the busy cue comes, then goes."
                 action()
-                page.wait_for_function("old => document.querySelector('img.dropclass-changed-panel').src !== old", arg=old, timeout=120_000)
+                try: page.locator(".dropclass-busy").wait_for(state="attached", timeout=10_000)
+                except Exception: pass  # drawn before we looked
+                page.locator(".dropclass-busy").wait_for(state="detached", timeout=120_000)
                 page.wait_for_timeout(800)
 
-            names = ["DropClass"] + ([BITE_NAME] if args.bite else [])
-            for name in names:
-                page.get_by_role("button", name=name, exact=True).click()
-                page.wait_for_timeout(3000)
-                options = drop.evaluate("e => [...e.options].map(o => o.text)")
-                label = next((o for o in options if o.replace("\xa0", " ").split(" (")[0] == args.drop), None)  # the page's spaces do not break
-                if label is None: raise SystemExit(f"no class {args.drop!r} to drop; the list has {options}")
-                if drop.evaluate("e => e.options[e.selectedIndex].text") != label: after(lambda: drop.select_option(label=label))
-                shot = Path(tempfile.mkdtemp()) / f"{len(shots)}.png"
-                page.screenshot(path=str(shot))
-                shots.append(shot)
+            if args.bite: drawn(lambda: page.get_by_role("combobox", name="beside it", exact=True).select_option(BITE_NAME))
+            if args.scene != 1:
+                drawn(lambda: page.get_by_role("spinbutton", name="scene", exact=True).fill(str(args.scene)) or page.keyboard.press("Enter"))
+            def choose(control, name: str):
+                "Choose the class `name` in a class list (its options read 'name · in ground truth' and the like)."
+                options = control.evaluate("e => [...e.options].map(o => o.text)")
+                label = next((o for o in options if o.replace("\xa0", " ").split(" · ")[0] == name), None)  # spaces do not break
+                if label is None: raise SystemExit(f"no class {name!r} in the list; it has {options}")
+                drawn(lambda: control.select_option(label=label))
+
+            choose(drop, args.drop)
+            if args.inspect: choose(page.get_by_role("combobox", name="inspect class", exact=True), args.inspect)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(args.out))
             browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
-    images = [Image.open(s) for s in shots]
-    out = Image.new("RGB", (sum(i.width for i in images) + 20 * (len(images) - 1), max(i.height for i in images)), "white")
-    x = 0
-    for im in images:
-        out.paste(im, (x, 0))
-        x += im.width + 20
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out.save(args.out)
-    print(f"wrote {args.out} ({out.width}x{out.height}) from {len(images)} screenshots")
+    print(f"wrote {args.out} ({w}x{h})")
     return 0
 
 
