@@ -34,7 +34,7 @@ GROUPS = [  # (caption, which notebooks): the README's notebook map, cut into th
 ]
 WIDGET = "application/vnd.jupyter.widget-view+json"
 # widget notebooks with a screenshot in docs/images
-SCREENSHOTS = {"34c_explorer": "explorer.png", "35_app": "explorer.png"}
+SCREENSHOTS = {"34d_explorer": "explorer.png", "35_app": "explorer.png"}
 
 
 def notebook_map(readme: Path = ROOT / "README.md") -> list[tuple[str, str | None]]:

@@ -187,7 +187,7 @@ def _offline_page(page: bytes) -> bytes:
 
 # %% ../nbs/35_app.ipynb #a26d6347
 def _voila():
-    "Voila's app with the explorer's additions: the page made offline, and the alive path for the disconnection notice."
+    "Voila's app with the explorer's additions: the page made offline, the alive path for the disconnection notice, and the closed path that ends a page's kernel."
     try:
         from voila.app import Voila
     except ImportError:

@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("presets", help="list the training presets", description="List the training presets and their settings.")
 
     x = sub.add_parser("explore", help="serve the class-drop explorer as a web page on localhost (needs Voila)",
-                       description="Serve the class-drop explorer (notebooks 34a-34c) with Voila on http://localhost:PORT/: choose "
+                       description="Serve the class-drop explorer (notebooks 34a-34d) with Voila on http://localhost:PORT/: choose "
                                    "an image, a class to drop and a class to inspect, and compare a baseline with a DropClass "
                                    "model. Without checkpoints, it opens on the models of a finished `dropclass demo` in runs/demo, "
                                    "or trains the same pair once (about six minutes on two CPU cores; it says so "

@@ -16,7 +16,7 @@ LAYERS = {  # module (or package prefix) -> layer; a module may import only from
     "importance": 1, "features": 1, "losses": 1, "data": 1, "plotting": 1,
     "adapters": 2, "core": 2, "models": 2, "metrics": 2, "tables": 2, "diagnostics": 2,
     "methods": 3, "config": 3, "distributed": 3, "sampling": 3, "build": 3, "checkpoints": 3, "train": 3,
-    "explorer_state": 3, "explorer_panels": 3,
+    "explorer_state": 3, "explorer_panels": 3, "explorer_page": 3,
     "analysis": 3, "explorer": 3, "schedule_widget": 3, "probe": 3,
     "experiments": 4, "demo": 4, "ablations": 4,
     "app": 5, "cli": 5,

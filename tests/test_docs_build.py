@@ -29,7 +29,7 @@ def test_a_staged_notebook(tmp_path):
         {"cell_type": "code", "metadata": {}, "source": "w", "execution_count": 3, "outputs": [
             {"output_type": "display_data", "metadata": {}, "data": {build.WIDGET: {"model_id": "x"}, "text/plain": "VBox()"}}]},
         {"cell_type": "markdown", "metadata": {}, "source": "see [the README](../README.md) and [02](02_features.ipynb)"}]}
-    src = ROOT / "nbs" / "34c_explorer.ipynb"  # a widget notebook with a screenshot; only its name is used
+    src = ROOT / "nbs" / "34d_explorer.ipynb"  # a widget notebook with a screenshot; only its name is used
     fake = tmp_path / "nbs" / src.name
     fake.parent.mkdir()
     fake.write_text(json.dumps(nb))

@@ -817,7 +817,7 @@ def test_figure_text_is_at_least_9_pt(explorer):
 
 
 def test_the_readout_says_when_the_drop_has_not_bitten(explorer):
-    from dropclass.explorer import HIGH_SHARE
+    from dropclass.explorer_page import HIGH_SHARE
     ex = explorer
     for z in [CITYSCAPES.classes[c] for c in np.unique(ex.set(drop=None).result.output_prediction).tolist()]:
         s = ex.set(drop=z).results["DropClass"]
