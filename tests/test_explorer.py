@@ -679,6 +679,20 @@ def test_explore_in_a_browser(runs, tmp_path):
                     i => i.getBoundingClientRect().width / (i.naturalWidth / 200))""")
                 assert min(ppi) >= 96, ppi
                 page.screenshot(path=str(_artifacts() / "explorer_1280x800.png"))
+
+                def drawn(action):
+                    "Do `action` by a control's name and wait until the busy cue has come and gone."
+                    action()
+                    page.locator(".dropclass-busy").wait_for(state="attached", timeout=ms(10))
+                    page.locator(".dropclass-busy").wait_for(state="detached", timeout=ms(120))
+
+                scene = page.get_by_role("spinbutton", name="scene", exact=True)
+                drawn(lambda: page.get_by_role("button", name="next scene", exact=True).click())
+                assert scene.input_value() == "2" and "scene 2 of 4" in page.locator(".dropclass-status").inner_text()
+                drawn(lambda: page.get_by_role("combobox", name="beside it", exact=True).select_option(label="nothing"))
+                assert [r.strip() for r in page.locator(".dropclass-rowlabel").all_inner_texts()] == ["DropClass", "DropClass"]
+                drawn(lambda: page.get_by_role("combobox", name="beside it", exact=True).select_option(label="baseline"))
+                assert len(page.locator(".dropclass-rowlabel").all_inner_texts()) == 4
                 nulls = page.evaluate("() => [...document.querySelectorAll('[title=null]')].map(e => e.tagName + '.' + e.className + ':' + e.textContent)")
                 assert not nulls, f"elements with a 'null' tooltip: {nulls[:5]}"
                 assert all(img.get_attribute("alt") for img in page.locator(".dropclass-explorer img").all())
@@ -799,6 +813,10 @@ def test_next_scene_with_a_class_and_rare_classes_first(explorer, data):
     absent = [c for c in range(19) if counts[c] == 0]
     if absent:
         assert ex.next_scene_with(absent[0]) is None and "no scene has" in ex.status.value and ex.state["image"] == here
+        ex.find_control.value = CITYSCAPES.classes[absent[0]]  # a class in no scene: the button says so and is off
+        assert ex.find_button.disabled and "no scene has" in ex.find_button.tooltip
+    ex.find_control.value = listed[0]
+    assert not ex.find_button.disabled
 
 
 def test_inspected_class_defaults_to_one_in_the_scene(dc, data):
