@@ -171,7 +171,8 @@ _WATCH = b"""<script>
   }
   setInterval(ping, 2000);
   /* a closed (or reloaded) page ends its kernel at once: each page load starts one */
-  window.addEventListener("pagehide", function () {
+  window.addEventListener("pagehide", function (event) {
+    if (event.persisted) return;  /* kept in memory to come back: its kernel is culled if it does not */
     var config = document.getElementById("jupyter-config-data");
     var kernel = config && JSON.parse(config.textContent).kernelId;
     if (kernel) navigator.sendBeacon("%c" + kernel);

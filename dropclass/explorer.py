@@ -11,6 +11,7 @@ import json
 import time
 import traceback
 from contextlib import contextmanager
+from itertools import count
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ from .data.transforms import eval_transforms
 from .diagnostics import read_diagnostics
 from .explorer_panels import PANELS, View, arrays_on_show, img_html, png_bytes
 from .explorer_state import ExploreState, as_dropclass, explore_state
-from .explorer_page import (CSS, NOTHING, PanelRow, busy_html, legend_html, make_controls, marked_options, readout_html,
-                             status_html)
+from .explorer_page import (CSS, NOTHING, PanelRow, busy_html, grid_cells, grid_columns, legend_html, make_controls,
+                             marked_options, readout_html, status_html)
 from .plotting import present_classes
 
 # %% auto #0
@@ -90,9 +91,9 @@ class ClassDropExplorer:
         # gets a red border while it shows an error
         self.log = W.Output(layout={"max_height": "160px", "overflow": "auto"})
         self.log.add_class("dropclass-log")
-        self._filler = [[html(), html()], [html(), html()]]  # the first column of a row without a scene panel
+        self._blank, self._fillers = html, []  # empty cells that pad the grid's rows (see `_filler`)
         self.grid = W.GridBox([], layout=W.Layout(
-            grid_template_columns=f"minmax(0, 1fr) 22px repeat({self._columns()}, minmax(0, 1fr))",
+            grid_template_columns=f"minmax(0, 1fr) 22px repeat({grid_columns(PANELS)}, minmax(0, 1fr))",
             grid_gap="8px 12px", width="100%", align_items="flex-start"))
         self.grid.add_class("dropclass-grid")
         self.widget = W.VBox([html(), self.controls, self.status, self.readout, self.legend, self.grid, self.log],
@@ -262,26 +263,18 @@ def _classes_of(self: ClassDropExplorer, i: int) -> set[int]:
 
 
 @patch
-def _columns(self: ClassDropExplorer) -> int:
-    "Grid columns of model panels: as many as the widest block needs."
-    top = sum(1 + p.wide for p in PANELS.values() if p.scope == "model" and p.block == "top")
-    more = sum(1 + p.wide for p in PANELS.values() if p.scope == "model" and p.block == "more")
-    return max(top, min(more, 5), 1)
+def _layout(self: ClassDropExplorer, names: list[str]):
+    "Put the cells of the models `names` into the grid, in the order of `grid_cells`."
+    used = count()
+    cells = grid_cells(self.rows, names, PANELS, grid_columns(PANELS), lambda: self._filler(next(used)))
+    if tuple(cells) != self.grid.children: self.grid.children = cells
 
 
 @patch
-def _layout(self: ClassDropExplorer, names: list[str]):
-    """The grid's cells in reading order (the grid places them row by row): per model shown, a top row of the scene's
-    panel, the model's name and its top panels; then, per model, a row of the others."""
-    scene = [self.rows[0].cells[p] for p, q in PANELS.items() if q.scope == "scene"]
-    pick = lambda row, block: [row.cells[p] for p in row.cells if PANELS[p].block == block and PANELS[p].scope == "model"]
-    cells = []
-    for block in ("top", "more"):
-        for k, name in enumerate(names):
-            label = self.rows[k].labels[block == "more"]
-            label.value = f'<div class="dropclass-rowlabel" title="{html.escape(name)}">{html.escape(name)}</div>'
-            cells += [scene.pop(0) if scene else self._filler[block == "more"][k], label, *pick(self.rows[k], block)]
-    if tuple(cells) != self.grid.children: self.grid.children = cells
+def _filler(self: ClassDropExplorer, i: int):
+    "The `i`-th empty cell that pads a row of the grid (made once)."
+    while len(self._fillers) <= i: self._fillers.append(self._blank())
+    return self._fillers[i]
 
 
 @patch
@@ -306,7 +299,6 @@ def _update(self: ClassDropExplorer):
         limits = {"logits": (min(self._logit_limits[n][0] for n in names), max(self._logit_limits[n][1] for n in names)),
                   "class_map": max(float(np.abs(arrays[n]["class_map"]).max()) for n in names),
                   "gradcam": max(float(np.abs(arrays[n]["gradcam"]).max()) for n in names)}
-        self.results, self.result, self.panels = states, states[names[0]], arrays[names[0]]
         views = [View({**st, "model": n}, states[n], self.models[n][1], arrays[n], self.labels, len(self.dataset), limits)
                  for n in names]
         images = []
@@ -318,10 +310,11 @@ def _update(self: ClassDropExplorer):
                 panel.draw(row.artists[p], row.figures[p], view)
                 row.png[p] = png_bytes(row.figures[p])
                 where = f"scene {st['image'] + 1}" + ("" if panel.scope == "scene" else f", model {view.controls['model']}")
-                images.append((row.views[p], img_html(row.png[p], f"dropclass-{p}-panel", f"{panel.title(view)[0]} ({where})")))
-                row.drawn[p] = key
+                images.append((row, p, key, img_html(row.png[p], f"dropclass-{p}-panel", f"{panel.title(view)[0]} ({where})")))
         self._captions(views)  # the captions reach the page before the images they describe
-        for widget, value in images: widget.value = value
+        for row, p, key, value in images:  # a panel counts as drawn once the page has its picture
+            row.views[p].value, row.drawn[p] = value, key
+        self.results, self.result, self.panels = states, states[names[0]], arrays[names[0]]
         self._layout(names)
         self._mark_present(views)
         self.error = None

@@ -13,8 +13,8 @@ from .explorer_panels import View
 from .plotting import display_labels, present_classes
 
 # %% auto #0
-__all__ = ['CSS', 'NOTHING', 'HIGH_SHARE', 'make_controls', 'PanelRow', 'busy_html', 'status_html', 'readout_html', 'legend_html',
-           'marked_options']
+__all__ = ['CSS', 'NOTHING', 'HIGH_SHARE', 'make_controls', 'PanelRow', 'grid_columns', 'grid_cells', 'busy_html', 'status_html',
+           'readout_html', 'legend_html', 'marked_options']
 
 # %% ../nbs/34c_explorer_page.ipynb #3c0a0004
 CSS = """<style>
@@ -113,6 +113,34 @@ class PanelRow:
         for p, panel in panels.items():
             if panel.wide: self.cells[p].add_class("dropclass-wide")
 
+def grid_columns(panels: dict) -> int:
+    "Grid columns for the model panels (besides the scene's column and the models' names): as many as the wider block needs."
+    width = lambda block: sum(1 + p.wide for p in panels.values() if p.scope == "model" and p.block == block)
+    return max(width("top"), width("more"), 2)
+
+
+def grid_cells(rows: list, names: list[str], panels: dict, columns: int, filler) -> list:
+    """The grid's cells in reading order; the grid places them row by row, `columns` + 2 to a row. Per model shown, a
+    top row: a scene panel, the model's name and its top panels; then per model its other panels, on as many rows as
+    they need. `filler()` gives a new empty cell that pads a row, so that every row is full and none shifts the next."""
+    scene = [rows[0].cells[p] for p, q in panels.items() if q.scope == "scene"]
+    cells = []
+    for block in ("top", "more"):
+        for k, name in enumerate(names):
+            label = rows[k].labels[block == "more"]
+            label.value = f'<div class="dropclass-rowlabel" title="{html.escape(name)}">{html.escape(name)}</div>'
+            lines, width = [[]], [0]  # the block's panels of this model, cut into rows of at most `columns`
+            for p, cell in rows[k].cells.items():
+                q = panels[p]
+                if q.scope != "model" or q.block != block: continue
+                if width[-1] + 1 + q.wide > columns and lines[-1]: lines.append([]); width.append(0)
+                lines[-1].append(cell); width[-1] += 1 + q.wide
+            for n, (line, used) in enumerate(zip(lines, width)):
+                first = scene.pop(0) if scene else filler()
+                cells += [first, label if n == 0 else filler(), *line, *(filler() for _ in range(columns - used))]
+    return cells
+
+
 # %% ../nbs/34c_explorer_page.ipynb #3c0a0006
 def busy_html(what: str) -> str:
     "The status line while an update is on its way: what changed."
@@ -191,6 +219,7 @@ def marked_options(views: list[View]) -> list[tuple[str, str]]:
     "(label, class name) for a class list: 'name · in ground truth', 'name · predicted only' (by a model shown), or the name."
     labels = views[0].labels
     gt = set(present_classes(labels, views[0].arrays["ground_truth"]))
-    predicted = set(present_classes(labels, *[v.state.output_prediction for v in views]))
+    predictions = [m for v in views for m in (v.state.output_prediction, v.arrays["drop_prediction"]) if m is not None]
+    predicted = set(present_classes(labels, *predictions))  # as in the legend: by a model shown, in either branch
     mark = lambda i, n: f"{n} · in ground truth" if i in gt else f"{n} · predicted only" if i in predicted else n
     return [(mark(i, n), n) for i, n in enumerate(labels.classes)]

@@ -218,7 +218,9 @@ def test_widget_state_and_panels(explorer, data):
     changed = {p for p in before if ex.views[p].value != before[p]}
     assert {"drop", "changed", "bars", "before", "after"} <= changed
     assert not changed & {"image", "ground_truth", "output", "plain", "class_map", "gradcam"}
-    np.testing.assert_allclose(ex.panels["before_map"].mean(), ex.result.before_map.mean())  # the probability maps of z
+    expected = explore_state(ex.models["DropClass"][0], data[0][0], z, ex.state["inspect"], CITYSCAPES, mask=data[0][1])
+    np.testing.assert_allclose(ex.artists["before"][1].get_array(), expected.before_map)  # z's probability, as drawn
+    np.testing.assert_allclose(ex.artists["after"][1].get_array(), expected.after_map)
     assert f"{CITYSCAPES.classes[z]} dropped;" in ex.readout.value and "% of the" in ex.readout.value
     ex.set(image=3, drop="rider", inspect="person")
     assert ex.state == {"image": 3, "drop": "rider", "inspect": "person", "model": "DropClass", "compare": "baseline"}
@@ -731,6 +733,34 @@ def test_explore_in_a_browser(runs, tmp_path):
     assert f"http://localhost:{port}/" in output, output
 
 
+def _assert_rows_are_full(ex):
+    "The grid places its cells row by row: every row is full, and each model's name starts its row's second column."
+    from dropclass.explorer_page import grid_columns
+    from dropclass.explorer_panels import PANELS
+    width, column, starts = grid_columns(PANELS) + 2, 0, []
+    for w in ex.grid.children:
+        span = 2 if "dropclass-wide" in w._dom_classes else 1
+        assert column + span <= width, "a cell runs past the end of its row"
+        starts.append(column)
+        column = (column + span) % width
+    assert column == 0, f"the last row is not full ({column} of {width} columns)"
+    labels = [c for w, c in zip(ex.grid.children, starts) if "dropclass-rowlabel-cell" in w._dom_classes]
+    assert labels and all(c == 1 for c in labels), labels
+
+
+def test_an_added_top_panel_keeps_the_rows_in_step(runs, data):
+    from dropclass.explorer_panels import PANELS, Panel, _images, register_panel
+    register_panel(Panel("probe_top", _images(), key=lambda v: (v.controls["image"],), draw=lambda im, fig, v: None,
+                         title=lambda v: ("probe", ""), caption=lambda v: "", block="top"))
+    try:
+        ex = ClassDropExplorer({"DropClass": load_model(runs["dropclass"])[0], "baseline": load_model(runs["baseline"])[0]}, data)
+        _assert_rows_are_full(ex)  # six top panels: the rows under them are padded, not shifted
+        ex.set(compare=None)
+        _assert_rows_are_full(ex)
+    finally:
+        del PANELS["probe_top"]
+
+
 def test_a_panel_is_one_registry_entry(runs, data):
     "Every panel comes from PANELS; a registered entry is built, drawn, titled and captioned with no other change."
     from dropclass.explorer_panels import PANELS, Panel, register_panel
@@ -753,6 +783,7 @@ def test_a_panel_is_one_registry_entry(runs, data):
         assert drawn == [(0, None), (2, None)] and "image 2" in ex.captions["probe"].value
         assert 'alt="A probe panel (scene 3, model DropClass)"' in ex.views["probe"].value
         assert ex.rows[0].cells["probe"] in ex.grid.children  # in the rows under the top ones (its block is "more")
+        _assert_rows_are_full(ex)
     finally:
         del PANELS["probe"]
     with pytest.raises(TypeError, match="takes a Panel"): register_panel("probe")
@@ -774,6 +805,7 @@ def test_two_models_side_by_side_share_scene_drop_and_axes(explorer, data):
     assert ex.rows[1].artists["after"][2].get_visible() and "no drop branch" in ex.rows[1].captions["drop"].value
     labels = [w.value for w in ex.grid.children if "dropclass-rowlabel-cell" in w._dom_classes]
     assert [re.sub("<[^>]+>", "", v) for v in labels] == ["DropClass", "baseline", "DropClass", "baseline"]
+    _assert_rows_are_full(ex)
     ex.set(model="baseline")  # the first row's model was the one beside it: they trade places
     assert ex.state["model"] == "baseline" and ex.state["compare"] == "DropClass" and list(ex.results) == ["baseline", "DropClass"]
     ex.set(compare=None)  # one model: the second row leaves the grid

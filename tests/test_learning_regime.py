@@ -306,8 +306,8 @@ def test_explorer_opens_on_a_finished_demo(tmp_path, monkeypatch):
         ex.set(**change)
         assert ex.error is None, (change, ex.error)
     ex.set(model="DropClass", drop="road")
-    assert "road dropped:" in ex.readout.value and "Over 4 val scenes" in ex.readout.value  # the run's diagnostics
-    assert "road" in ex.captions["bars"].value and "<b>road</b> dropped" in ex.captions["drop"].value
+    assert "road dropped;" in ex.readout.value and "Over 4 val scenes" in ex.readout.value  # the run's diagnostics
+    assert "road" in ex.captions["bars"].value and "pixels predicted <b>road</b>:" in ex.captions["drop"].value
 
 
 def test_files_written_before_the_rename_read_with_todays_names(tmp_path):
