@@ -58,24 +58,24 @@ def make_controls(
     ctl = SimpleNamespace()
     style, n = {"description_width": "initial"}, len(scene_classes)
     names = list(labels.classes)
-    box = lambda width: W.Layout(width=width)
+    box = lambda width: W.Layout(width=width, flex="0 0 auto")  # a control keeps its width: nothing is cut short
     ctl.image_control = W.BoundedIntText(value=1, min=1, max=n, description="scene", style=style, layout=box("130px"),
                                          tooltip=f"which of the {n} scenes (numbered from 1)")
     ctl.previous_button = W.Button(description="previous scene", tooltip="the scene before this one", layout=box("auto"))
     ctl.next_button = W.Button(description="next scene", tooltip="the scene after this one", layout=box("auto"))
     ctl.model_control = W.Dropdown(options=models, value=model, description="model", style=style,
-                                   layout=box("300px"), tooltip="the model in the first row of panels")
+                                   layout=box("250px"), tooltip="the model in the first row of panels")
     ctl.compare_control = W.Dropdown(options=[NOTHING], value=NOTHING, description="beside it", style=style,
-                                     layout=box("300px"), tooltip="a second model, in the rows under the first: same "
+                                     layout=box("250px"), tooltip="a second model, in the rows under the first: same "
                                      "scene, same drop, shared axes ('nothing': one model)")
     ctl.drop_control = W.Dropdown(options=["none", *names], value="none", description="drop class", style=style,
-                                  layout=box("300px"), tooltip="the class z to drop from the drop branch")
+                                  layout=box("250px"), tooltip="the class z to drop from the drop branch")
     ctl.inspect_control = W.Dropdown(options=names, value=names[0], description="inspect class", style=style,
-                                     layout=box("300px"), tooltip="the class c whose features and Grad-CAM are shown")
+                                     layout=box("250px"), tooltip="the class c whose features and Grad-CAM are shown")
     counts = {c: sum(c in s for s in scene_classes) for c in range(len(names))}
     rare_first = sorted(counts, key=lambda c: (counts[c] == 0, counts[c], c))
     ctl.find_control = W.Dropdown(options=[(f"{names[c]} ({counts[c]} of {n} scenes)", names[c]) for c in rare_first],
-                                  value=names[rare_first[0]], description="find class", style=style, layout=box("300px"),
+                                  value=names[rare_first[0]], description="find class", style=style, layout=box("250px"),
                                   tooltip="a class to look for in the ground truth, the rarest first")
     ctl.find_button = W.Button(description="next scene with it", layout=box("auto"),
                                tooltip="go to the next scene whose ground truth has the class to find")
