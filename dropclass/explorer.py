@@ -50,6 +50,7 @@ class ClassDropExplorer:
         model: str | None = None,  # the first model shown (default: the first with a drop branch)
         compare: str | None = _KEEP,  # the model beside it (default: the first other one; None: one model)
         settle: float = 0.15,  # seconds without a new change before a change from the page is drawn
+        diagnostics: dict | None = None,  # model name -> drop-branch diagnostics measured after training, for the readout
     ):
         if not models: raise ValueError("give at least one model: ClassDropExplorer({'DropClass': model}, dataset)")
         if len(dataset) == 0: raise ValueError("the dataset is empty")
@@ -72,7 +73,7 @@ class ClassDropExplorer:
         self.updates = 0  # updates drawn so far
         self.seconds = 0.0  # how long the last update took
         # model name -> drop-branch diagnostics measured after training (see `from_checkpoints`)
-        self.run_diagnostics: dict = {}
+        self.run_diagnostics: dict = dict(diagnostics or {})
         self.settle, self._ticket = settle, 0
         self._sample_cache, self._holding, self._logit_limits = (None, None), False, {}
         # the ground-truth classes of every scene, for "next scene with it" (a scene that cannot be read has none)
@@ -258,7 +259,7 @@ def _sample(self: ClassDropExplorer, i: int) -> tuple[Tensor, Tensor]:
 @patch
 def _classes_of(self: ClassDropExplorer, i: int) -> set[int]:
     "The classes in the ground truth of scene `i`; none if it cannot be read (its update will say why)."
-    try: return set(present_classes(self.labels, self._sample(i)[1]))
+    try: return set(present_classes(self.labels, self.dataset[i][1]))  # not through `_sample`: it keeps the scene shown
     except Exception: return set()
 
 
@@ -382,11 +383,8 @@ def from_checkpoints(
     if not checkpoints: raise ValueError("give at least one checkpoint")
     loaded = {name: load_model(path, device) for name, path in checkpoints.items()}
     cfg = next(iter(loaded.values()))[1]
-    ex = cls({name: m for name, (m, _) in loaded.items()}, explorer_dataset(cfg, split, length), **kwargs)
-    # the drop-branch diagnostics that training measured (metrics.json beside it)
-    for name, path in checkpoints.items():
-        metrics = Path(path).parent / "metrics.json"
-        if metrics.is_file():
-            ex.run_diagnostics[name] = read_diagnostics(json.loads(metrics.read_text()).get("diagnostics"))
-    if ex.run_diagnostics: ex._update()  # redraw the readout with them
-    return ex
+    # the drop-branch diagnostics that training measured (metrics.json beside it), read before the first update
+    diagnostics = {name: read_diagnostics(json.loads((Path(path).parent / "metrics.json").read_text()).get("diagnostics"))
+                   for name, path in checkpoints.items() if (Path(path).parent / "metrics.json").is_file()}
+    return cls({name: m for name, (m, _) in loaded.items()}, explorer_dataset(cfg, split, length),
+               diagnostics=diagnostics, **kwargs)

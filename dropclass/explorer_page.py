@@ -14,7 +14,7 @@ from .plotting import display_labels, present_classes
 
 # %% auto #0
 __all__ = ['CSS', 'NOTHING', 'HIGH_SHARE', 'make_controls', 'PanelRow', 'grid_columns', 'grid_cells', 'busy_html', 'status_html',
-           'readout_html', 'legend_html', 'marked_options']
+           'readout_html', 'classes_on_show', 'legend_html', 'marked_options']
 
 # %% ../nbs/34c_explorer_page.ipynb #3c0a0004
 CSS = """<style>
@@ -108,8 +108,8 @@ class PanelRow:
             cell.add_class("dropclass-cell"); cell.add_class(f"dropclass-{p}-cell")
             self.cells[p] = cell
         # the model's name beside its rows, top and more
-        self.labels = [W.HTML("", tooltip="", layout=W.Layout(min_width="0", align_self="stretch")) for _ in range(2)]
-        for label in self.labels: label.add_class("dropclass-rowlabel-cell")
+        self.names = [W.HTML("", tooltip="", layout=W.Layout(min_width="0", align_self="stretch")) for _ in range(2)]
+        for cell in self.names: cell.add_class("dropclass-rowlabel-cell")
         for p, panel in panels.items():
             if panel.wide: self.cells[p].add_class("dropclass-wide")
 
@@ -127,7 +127,7 @@ def grid_cells(rows: list, names: list[str], panels: dict, columns: int, filler)
     cells = []
     for block in ("top", "more"):
         for k, name in enumerate(names):
-            label = rows[k].labels[block == "more"]
+            label = rows[k].names[block == "more"]
             label.value = f'<div class="dropclass-rowlabel" title="{html.escape(name)}">{html.escape(name)}</div>'
             lines, width = [[]], [0]  # the block's panels of this model, cut into rows of at most `columns`
             for p, cell in rows[k].cells.items():
@@ -201,13 +201,19 @@ def readout_html(
     return "<br>".join(lines)
 
 # %% ../nbs/34c_explorer_page.ipynb #3c0a0008
-def legend_html(views: list[View]) -> str:
-    "The colours of the classes in this scene: in the ground truth, or predicted only (by a model shown, either branch)."
+def classes_on_show(views: list[View]) -> tuple[list[int], set[int]]:
+    "The classes of this scene (in the label set's order), and which of them are in its ground truth; the others are only predicted, by a model shown, in either branch."
     v = views[0]
     predictions = [m for w in views for m in (w.state.output_prediction, w.arrays["drop_prediction"]) if m is not None]
-    gt = set(present_classes(v.labels, v.arrays["ground_truth"]))
+    return present_classes(v.labels, v.arrays["ground_truth"], *predictions), set(present_classes(v.labels, v.arrays["ground_truth"]))
+
+
+def legend_html(views: list[View]) -> str:
+    "The colours of the classes in this scene: in the ground truth, or predicted only (italic)."
+    v = views[0]
+    present, gt = classes_on_show(views)
     shown, items = display_labels(v.labels), []
-    for i in present_classes(v.labels, v.arrays["ground_truth"], *predictions):
+    for i in present:
         r, g, b = shown.palette[i]
         name = html.escape(v.labels.classes[i])
         items.append(f'<span class="item"><span class="dropclass-swatch" style="background: rgb({r},{g},{b})"></span>'
@@ -218,8 +224,6 @@ def legend_html(views: list[View]) -> str:
 def marked_options(views: list[View]) -> list[tuple[str, str]]:
     "(label, class name) for a class list: 'name · in ground truth', 'name · predicted only' (by a model shown), or the name."
     labels = views[0].labels
-    gt = set(present_classes(labels, views[0].arrays["ground_truth"]))
-    predictions = [m for v in views for m in (v.state.output_prediction, v.arrays["drop_prediction"]) if m is not None]
-    predicted = set(present_classes(labels, *predictions))  # as in the legend: by a model shown, in either branch
-    mark = lambda i, n: f"{n} · in ground truth" if i in gt else f"{n} · predicted only" if i in predicted else n
+    present, gt = classes_on_show(views)  # as in the legend
+    mark = lambda i, n: f"{n} · in ground truth" if i in gt else f"{n} · predicted only" if i in present else n
     return [(mark(i, n), n) for i, n in enumerate(labels.classes)]

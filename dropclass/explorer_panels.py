@@ -62,13 +62,12 @@ def _set_image(im, data: np.ndarray, size: tuple[int, int] | None = None):
     im.axes.set_xlim(-0.5, W - 0.5); im.axes.set_ylim(H - 0.5, -0.5)
 
 
-def _overlay_axes(ax, cmap: str, label: str, limits: tuple[float, float] = (0, 1)):
-    "Axes for a gray image with a heat map over it and a colour bar named `label`; returns the two AxesImages."
+def _overlay_axes(ax, cmap: str, limits: tuple[float, float] = (0, 1)):
+    "Axes for a gray image with a heat map over it (colour limits `limits`) and its colour bar; returns the two AxesImages."
     base = ax.imshow(np.zeros((2, 2)), cmap="gray", vmin=0, vmax=1)
     top = ax.imshow(np.zeros((2, 2)), cmap=cmap, alpha=0.7, interpolation="bilinear", vmin=limits[0], vmax=limits[1])
     bar = ax.figure.colorbar(top, ax=ax, fraction=0.08, pad=0.02, ticks=[limits[0], sum(limits) / 2, limits[1]])
-    bar.ax.tick_params(labelsize=FONT)
-    bar.ax.set_gid(label)  # what the colour bar measures (the panel's title and caption say it in words)
+    bar.ax.tick_params(labelsize=FONT)  # what it measures is said in words by the panel's title and caption
     return base, top
 
 
@@ -238,11 +237,11 @@ register_panel(Panel(
     title=lambda v: ("Pixels the drop changed", "in the colour of their new class; the others greyed")))
 
 # %% ../nbs/34b_explorer_panels.ipynb #20140a09
-def _heat_figure(cmap: str, label: str, limits: tuple[float, float] = (0, 1)):
-    "build: a gray image with a heat map over it, a colour bar named `label` with `limits`, and a note."
+def _heat_figure(cmap: str, limits: tuple[float, float] = (0, 1)):
+    "build: a gray image with a heat map over it, a colour bar from `limits[0]` to `limits[1]`, and a note."
     def build(w: float, h: float, labels: LabelSet):
         fig, (ax,) = _figure(w, h)
-        base, top = _overlay_axes(ax, cmap, label, limits)
+        base, top = _overlay_axes(ax, cmap, limits)
         return fig, (base, top, _note(ax))
     return build
 
@@ -280,12 +279,12 @@ def _plain_caption(v: View) -> str:
 _z = lambda v: v.controls["drop"] or "the dropped class"
 _inspected = lambda v: html.escape(v.controls["inspect"])
 register_panel(Panel(
-    "before", _heat_figure("viridis", "probability"), key=_drop_key, block="top",
+    "before", _heat_figure("viridis"), key=_drop_key, block="top",
     draw=lambda a, fig, v: _draw_heat(a, v.arrays["image"], v.arrays["before_map"], "nothing dropped"),
     title=lambda v: (f"Probability of {_z(v)}", "softmax of the output, class z"),
     caption=lambda v: _probability_caption(v, "before")))
 register_panel(Panel(
-    "after", _heat_figure("viridis", "probability"), key=_drop_key, block="top",
+    "after", _heat_figure("viridis"), key=_drop_key, block="top",
     draw=lambda a, fig, v: _draw_heat(a, v.arrays["image"], v.arrays["after_map"],
                                       "no drop branch" if not v.has_drop else "nothing dropped"),
     title=lambda v: ("... with it dropped", "softmax of the drop branch, class z dropped"),
@@ -297,13 +296,13 @@ register_panel(Panel(
                      if v.has_drop else "h(A): for a baseline, its output")))
 _inspect_key = lambda what: lambda v: (v.controls["model"], v.controls["image"], v.controls["inspect"], v.limits.get(what))
 register_panel(Panel(
-    "class_map", _heat_figure("RdBu_r", "relative", (-1, 1)), key=_inspect_key("class_map"),
+    "class_map", _heat_figure("RdBu_r", (-1, 1)), key=_inspect_key("class_map"),
     draw=lambda a, fig, v: _draw_heat(a, v.arrays["image"], _relative(v, "class_map")),
     title=lambda v: (f"Where {v.controls['inspect']} stands out", "A^c minus its mean over classes, Eq. 2"),
     caption=lambda v: (f"red: features of <b>{_inspected(v)}</b> stronger than the average class's, blue: weaker "
                        "(1: the largest in the models shown)")))
 register_panel(Panel(
-    "gradcam", _heat_figure("inferno", "relative"), key=_inspect_key("gradcam"),
+    "gradcam", _heat_figure("inferno"), key=_inspect_key("gradcam"),
     draw=lambda a, fig, v: _draw_heat(a, v.arrays["image"], _relative(v, "gradcam")),
     title=lambda v: (f"Where it looks for {v.controls['inspect']}", "Grad-CAM with Eq. 1's channel weights"),
     caption=lambda v: (f"bright: where the evidence for <b>{_inspected(v)}</b> lies "

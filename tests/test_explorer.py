@@ -883,3 +883,10 @@ def test_the_display_palette_tells_car_from_motorcycle():
     assert distance("car", "motorcycle") > 150 and distance("person", "rider") > 150
     others = [n for n in CITYSCAPES.classes if n != "motorcycle"]
     assert min(distance("motorcycle", n) for n in others) > 100
+
+
+def test_from_checkpoints_reads_the_diagnostics_before_its_one_update(runs):
+    ex = ClassDropExplorer.from_checkpoints({"DropClass": runs["dropclass"], "baseline": runs["baseline"]}, length=3)
+    assert ex.updates == 1  # the readout has the val-split figures from the first draw: no second update for them
+    assert ex.run_diagnostics["baseline"] is None and ex.run_diagnostics["DropClass"]["split"] == "val"
+    assert f"Over {ex.run_diagnostics['DropClass']['scenes']} val scenes" in ex.readout.value
